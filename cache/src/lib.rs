@@ -1,0 +1,1 @@
+//! Build cache: step keys, the record store, garbage collection, import/export.

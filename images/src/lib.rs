@@ -1,0 +1,1 @@
+//! OCI image model, the content store (an OCI image layout), archives and the registry client.

@@ -1,0 +1,1 @@
+//! The filesystem side of images: tar layers, overlay diffs, whiteouts, compression, snapshots.
