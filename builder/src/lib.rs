@@ -1,3 +1,5 @@
 //! rbuild's builder: the Dockerfile frontend, the build planner, and (later) the executor.
 
+pub mod cli;
 pub mod frontend;
+pub mod plan;

@@ -24,10 +24,16 @@ fn cases(dir: &str) -> Vec<PathBuf> {
     cases
 }
 
-fn dump(path: &PathBuf) -> Result<String, String> {
+fn dump(path: &std::path::Path) -> Result<String, String> {
     let source = fs::read_to_string(path.join("Dockerfile")).map_err(|e| e.to_string())?;
     let raw = frontend::parse("Dockerfile", &source).map_err(|e| e.to_string())?;
-    Ok(raw.nodes.iter().map(Node::dump).collect::<Vec<_>>().join("\n") + "\n")
+    Ok(raw
+        .nodes
+        .iter()
+        .map(Node::dump)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n")
 }
 
 #[test]
@@ -46,7 +52,12 @@ fn positive_cases_dump_like_buildkit() {
             Err(e) => failures.push(format!("{}: error {e}", case.display())),
         }
     }
-    assert!(failures.is_empty(), "{} failing:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -55,7 +66,7 @@ fn negative_cases_fail() {
     assert_eq!(cases.len(), 4);
     for case in &cases {
         let source = fs::read_to_string(case.join("Dockerfile")).unwrap();
-        let parsed = builder::frontend::parse("Dockerfile", &source);
+        let parsed = builder::frontend::parse_dockerfile("Dockerfile", &source);
         assert!(parsed.is_err(), "{} should fail to parse", case.display());
     }
 }
@@ -70,4 +81,33 @@ fn line_spans_match_buildkit() {
         .map(|n| (n.span.start_line, n.span.end_line))
         .collect();
     assert_eq!(spans, [(5, 5), (11, 12), (17, 31)]);
+}
+
+/// The same data through the command line: `rbuild parse --format buildkit`.
+#[test]
+fn cli_dumps_like_buildkit() {
+    for case in cases("testfiles") {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .args(["parse", "--format", "buildkit", "-f"])
+            .arg(case.join("Dockerfile"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {:?}", case.display(), out);
+        let expected = fs::read_to_string(case.join("result")).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            expected,
+            "{}",
+            case.display()
+        );
+    }
+    for case in cases("testfiles-negative") {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .args(["parse", "--format", "buildkit", "-f"])
+            .arg(case.join("Dockerfile"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{} must fail", case.display());
+        assert!(!out.stderr.is_empty(), "{} must say why", case.display());
+    }
 }

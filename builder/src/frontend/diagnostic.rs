@@ -48,10 +48,15 @@ impl Diagnostic {
             start_col,
             end_line,
         } = self.span;
+        let place = if start_line == 0 {
+            file.to_string()
+        } else {
+            format!("{file}:{start_line}:{start_col}")
+        };
         let mut out = match self.severity {
-            Severity::Error => format!("{file}:{start_line}:{start_col}: {}", self.message),
+            Severity::Error => format!("{place}: {}", self.message),
             Severity::Warning => format!(
-                "{file}:{start_line}:{start_col}: warning: {} [{}]",
+                "{place}: warning: {} [{}]",
                 self.message,
                 self.rule.unwrap_or("")
             ),
@@ -67,7 +72,11 @@ impl Diagnostic {
             .skip(start_line - 1)
             .take(last + 1 - start_line)
         {
-            out.push_str(&format!("\n {:>width$} | {}", i + 1, text.trim_end_matches('\r')));
+            out.push_str(&format!(
+                "\n {:>width$} | {}",
+                i + 1,
+                text.trim_end_matches('\r')
+            ));
             if i + 1 == start_line && start_col > 0 {
                 let pad: String = text
                     .chars()

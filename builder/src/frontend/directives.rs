@@ -106,6 +106,9 @@ mod tests {
         let mut d = Directives::default();
         assert!(d.observe("# escape=x").is_err());
         assert_eq!(split_directive("#key="), None);
-        assert_eq!(split_directive("# check = skip=all "), Some(("check", "skip=all")));
+        assert_eq!(
+            split_directive("# check = skip=all "),
+            Some(("check", "skip=all"))
+        );
     }
 }

@@ -408,7 +408,10 @@ mod tests {
         assert_eq!(trim_continuation("a \\  ", '\\'), ("a ", false));
         assert_eq!(trim_continuation("a \\\\", '\\'), ("a \\\\", true));
         assert_eq!(trim_continuation("\\", '\\'), ("", false));
-        assert_eq!(dump("FROM a\nRUN x \\\n# c\n\n  y"), ["(from \"a\")", "(run \"x   y\")"]);
+        assert_eq!(
+            dump("FROM a\nRUN x \\\n# c\n\n  y"),
+            ["(from \"a\")", "(run \"x   y\")"]
+        );
     }
 
     #[test]
@@ -419,7 +422,10 @@ mod tests {
         assert_eq!(raw.nodes[1].heredocs[0].content, "echo $A\n");
         assert!(raw.nodes[1].heredocs[0].expand);
         let docs = &raw.nodes[2].heredocs;
-        assert_eq!((docs[0].name.as_str(), docs[0].content.as_str()), ("X", "hi\n"));
+        assert_eq!(
+            (docs[0].name.as_str(), docs[0].content.as_str()),
+            ("X", "hi\n")
+        );
         assert!(!docs[0].expand && docs[0].chomp);
         assert_eq!(docs[1].content, "y\n");
         assert_eq!(raw.nodes[2].span.end_line, 9);

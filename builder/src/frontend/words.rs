@@ -68,7 +68,8 @@ fn parse_json(rest: &str) -> Result<Vec<String>, JsonError> {
         .collect()
 }
 
-const NOT_STRING_ARRAY: &str = "when using JSON array syntax, arrays must be comprised of strings only";
+const NOT_STRING_ARRAY: &str =
+    "when using JSON array syntax, arrays must be comprised of strings only";
 
 /// RUN, CMD, ENTRYPOINT, SHELL: a JSON string array, else the raw text as one word.
 pub fn maybe_json(rest: &str) -> Result<Parsed, String> {
@@ -289,7 +290,10 @@ mod tests {
         assert_eq!(f, ["--doit=true"]);
         assert_eq!(rest.trim(), "foo /tmp/");
         let (f, rest) = extract_flags("--doit -- [ ]", '\\');
-        assert_eq!((f.as_slice(), rest.trim()), (&["--doit".to_string()][..], "[ ]"));
+        assert_eq!(
+            (f.as_slice(), rest.trim()),
+            (&["--doit".to_string()][..], "[ ]")
+        );
     }
 
     #[test]
