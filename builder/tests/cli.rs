@@ -1,0 +1,109 @@
+//! The command line as a user meets it: defaults, exit codes, messages.
+
+use std::process::Command;
+
+fn rbuild(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn project() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rbuild-cli-{}", std::process::id()));
+    let nginx = dir.join("srcs/requirements/nginx");
+    std::fs::create_dir_all(&nginx).unwrap();
+    std::fs::write(nginx.join("Dockerfile"), "FROM debian\nRUN echo hi\n").unwrap();
+    std::fs::write(dir.join("Dockerfile"), "FROM debian\nRUNN typo\n").unwrap();
+    dir
+}
+
+#[test]
+fn build_without_subcommand_plans_then_says_not_implemented() {
+    let dir = project();
+    for args in [
+        &["-f", "srcs/requirements/nginx/Dockerfile"][..],
+        &["build", "-f", "srcs/requirements/nginx/Dockerfile"][..],
+        &["build", "srcs/requirements/nginx"][..],
+    ] {
+        let (code, _, err) = rbuild(&dir, args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("planned 1 stage(s), 1 step(s)"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("not implemented yet"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn default_dockerfile_is_in_the_context_and_errors_point_at_it() {
+    let dir = project();
+    let (code, _, err) = rbuild(&dir, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("Dockerfile:2:1: unknown instruction \"RUNN\" (did you mean \"RUN\"?)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(" 2 | RUNN typo"),
+        "the offending line is shown: {err}"
+    );
+}
+
+#[test]
+fn parse_reads_stdin_and_reports_missing_files() {
+    let dir = project();
+    let (code, _, err) = rbuild(&dir, &["parse", "-f", "nope/Dockerfile"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot read Dockerfile nope/Dockerfile"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["parse", "--format", "buildkit", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"FROM a\nCMD [\"x\"]\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "(from \"a\")\n(cmd \"x\")\n"
+    );
+}
+
+#[test]
+fn build_arg_from_environment_like_docker() {
+    let dir = project();
+    std::fs::write(
+        dir.join("args.Dockerfile"),
+        "FROM debian\nARG V\nLABEL v=$V\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .current_dir(&dir)
+        .env("V", "from-env")
+        .args(["parse", "-f", "args.Dockerfile", "--build-arg", "V"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["stages"][0]["steps"][1]["instruction"]["pairs"][0]["value"],
+        "from-env"
+    );
+}
