@@ -1,1 +1,171 @@
-//! Shared helpers for the end-to-end tests in `tests/tests/`.
+//! Shared helpers for the end-to-end tests in `tests/tests/`: the rbuild binary, a Docker
+//! engine of the test's own (started on a private socket, stopped by its PID), and a Debian
+//! bookworm rootfs tarball made once by mmdebstrap and kept in a cache directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace's `target/<profile>/rbuild`, built if missing.
+pub fn rbuild_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/rbuild
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("rbuild");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "builder"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "cargo build -p builder failed");
+    }
+    bin
+}
+
+/// Runs a command, failing the test with its output when it does not succeed.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Fails with an install hint when a required host tool is missing (never skips silently).
+pub fn require_tool(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{tool} is missing: apt-get install {package} (make test installs it)"
+    );
+}
+
+/// A directory that survives between test runs, for slow-to-make inputs.
+pub fn cache_dir() -> PathBuf {
+    let dir = std::env::var_os("RBUILD_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/rbuild-tests"));
+    std::fs::create_dir_all(&dir).expect("create test cache dir");
+    dir
+}
+
+/// `mmdebstrap --variant=minbase bookworm` as a tarball, made once and cached.
+pub fn bookworm_rootfs() -> PathBuf {
+    let tar = cache_dir().join("bookworm-minbase.tar");
+    if tar.exists() {
+        return tar;
+    }
+    require_tool("mmdebstrap", "mmdebstrap");
+    let partial = tar.with_extension("tar.partial");
+    run_ok(
+        Command::new("mmdebstrap")
+            .args(["--variant=minbase", "--quiet", "bookworm"])
+            .arg(&partial),
+    );
+    std::fs::rename(&partial, &tar).expect("rename rootfs tarball");
+    tar
+}
+
+/// A Docker engine for one test: the host's if one answers, else a dockerd of our own on a
+/// private socket and data root, stopped (by its PID) when dropped.
+pub struct Docker {
+    host: Option<String>,
+    child: Option<Child>,
+}
+
+impl Docker {
+    pub fn start() -> Docker {
+        require_tool("docker", "docker.io");
+        require_tool("dockerd", "docker.io");
+        if Command::new("docker")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return Docker {
+                host: None,
+                child: None,
+            };
+        }
+        let root = cache_dir().join("docker");
+        let sock = root.join("docker.sock");
+        std::fs::create_dir_all(&root).unwrap();
+        let _ = std::fs::remove_file(&sock);
+        let log = std::fs::File::create(root.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("dockerd.pid"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let docker = Docker {
+            host: Some(format!("unix://{}", sock.display())),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if docker
+                .cmd()
+                .arg("info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return docker;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let log = std::fs::read_to_string(root.join("dockerd.log")).unwrap_or_default();
+        panic!("dockerd did not answer within 60 s; its log:\n{log}");
+    }
+
+    /// A `docker` client command talking to this engine.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new("docker");
+        if let Some(host) = &self.host {
+            cmd.env("DOCKER_HOST", host);
+        }
+        cmd
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // SIGTERM lets dockerd unmount and clean up; it must be our own child.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
