@@ -1,7 +1,9 @@
 //! The `rbuild` command line: Docker-compatible flags, one module per command.
 
 mod build;
+mod import;
 mod parse;
+mod store;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +30,25 @@ enum Command {
     Build(build::BuildArgs),
     /// Parse a Dockerfile and print its syntax tree and build plan.
     Parse(parse::ParseArgs),
+    /// Make an image from a root filesystem tarball.
+    Import(import::ImportArgs),
+    /// List images in the store.
+    #[command(visible_alias = "ls")]
+    Images(store::ImagesArgs),
+    /// Show images' manifest and config as JSON.
+    Inspect(store::RefsArgs),
+    /// Show the history of an image.
+    History(store::HistoryArgs),
+    /// Give an image another name.
+    Tag(store::TagArgs),
+    /// Remove image names, and the blobs no other name needs.
+    Rmi(store::RefsArgs),
+    /// Write images to a tar archive (docker load / oci-archive).
+    Save(store::SaveArgs),
+    /// Show disk usage of the store.
+    Du,
+    /// Verify every blob digest and every ref in the store.
+    Fsck,
 }
 
 /// `--build-arg` values: `K=V`, or `K` alone to take the value from the environment (like docker).
@@ -58,13 +79,38 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Parse(args)) => parse::run(args),
         Some(Command::Build(args)) => build::run(args),
+        Some(Command::Import(args)) => import::run(args),
+        Some(Command::Images(args)) => store::images(args),
+        Some(Command::Inspect(args)) => store::inspect(args),
+        Some(Command::History(args)) => store::history(args),
+        Some(Command::Tag(args)) => store::tag(args),
+        Some(Command::Rmi(args)) => store::rmi(args),
+        Some(Command::Save(args)) => store::save(args),
+        Some(Command::Du) => store::du(),
+        Some(Command::Fsck) => store::fsck(),
         None => build::run(cli.build),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rbuild: {e:#}");
+            eprintln!("rbuild: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text the message above it
+/// already includes (our error types embed their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
