@@ -9,7 +9,7 @@ RBUILD := target/release/rbuild
 # Dockerfiles of the stack, mandatory services then bonus ones.
 DOCKERFILES := $(wildcard srcs/requirements/*/Dockerfile srcs/requirements/bonus/*/Dockerfile)
 # Debian packages the test suite drives for real.
-TEST_APT := skopeo umoci busybox-static
+TEST_APT := skopeo umoci busybox-static docker.io mmdebstrap
 # Seconds the parser fuzz test runs in `make test`.
 FUZZ_SECONDS ?= 60
 

@@ -69,10 +69,11 @@ pub fn bookworm_rootfs() -> PathBuf {
         return tar;
     }
     require_tool("mmdebstrap", "mmdebstrap");
-    let partial = tar.with_extension("tar.partial");
+    // mmdebstrap picks its output format from the name too: keep `.tar` last.
+    let partial = tar.with_extension("partial.tar");
     run_ok(
         Command::new("mmdebstrap")
-            .args(["--variant=minbase", "--quiet", "bookworm"])
+            .args(["--variant=minbase", "--format=tar", "--quiet", "bookworm"])
             .arg(&partial),
     );
     std::fs::rename(&partial, &tar).expect("rename rootfs tarball");
@@ -87,16 +88,18 @@ pub struct Docker {
 }
 
 impl Docker {
+    /// `RBUILD_TEST_OWN_DOCKERD=1` starts our own engine even when the host runs one.
     pub fn start() -> Docker {
         require_tool("docker", "docker.io");
         require_tool("dockerd", "docker.io");
-        if Command::new("docker")
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
+        let host_engine = std::env::var_os("RBUILD_TEST_OWN_DOCKERD").is_none()
+            && Command::new("docker")
+                .arg("info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        if host_engine {
             return Docker {
                 host: None,
                 child: None,
@@ -116,6 +119,13 @@ impl Docker {
             .arg(root.join("exec"))
             .arg("--pidfile")
             .arg(root.join("dockerd.pid"))
+            // Nothing shared with an engine the host may run: no bridge, no iptables rules,
+            // our own containerd namespace. The tests run containers with --network none.
+            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .args([
+                "--containerd-namespace=rbuild-test",
+                "--containerd-plugins-namespace=rbuild-test-plugins",
+            ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
