@@ -1,5 +1,6 @@
 //! rbuild's builder: the Dockerfile frontend, the build planner, and (later) the executor.
 
+pub mod build;
 pub mod cli;
 pub mod exec;
 pub mod frontend;

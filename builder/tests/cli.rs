@@ -25,20 +25,30 @@ fn project() -> std::path::PathBuf {
 }
 
 #[test]
-fn build_without_subcommand_plans_then_says_not_implemented() {
+fn build_forms_find_the_dockerfile_and_name_a_missing_base_image() {
     let dir = project();
+    let store = dir.join("store");
     for args in [
         &["-f", "srcs/requirements/nginx/Dockerfile"][..],
         &["build", "-f", "srcs/requirements/nginx/Dockerfile"][..],
         &["build", "srcs/requirements/nginx"][..],
     ] {
-        let (code, _, err) = rbuild(&dir, args);
-        assert_eq!(code, 1, "{args:?}: {err}");
+        let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .current_dir(&dir)
+            .env("RBUILD_ROOT", &store)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(
-            err.contains("planned 1 stage(s), 1 step(s)"),
+            err.contains("base image debian is not in the local store"),
             "{args:?}: {err}"
         );
-        assert!(err.contains("not implemented yet"), "{args:?}: {err}");
+        assert!(
+            err.contains("rbuild import - debian"),
+            "the error says how to fix it: {err}"
+        );
     }
 }
 

@@ -121,17 +121,21 @@ fn user_switch_and_network_none() {
 }
 
 #[test]
-fn missing_program_is_a_setup_error() {
+fn missing_program_is_a_setup_error_and_missing_cwd_is_created() {
     let dir = tempdir();
     let root = busybox_root(dir.path());
     let mut s = spec(Root::Dir(root), "");
     s.argv = vec!["no-such-tool".into()];
     let err = sandbox::run(&s, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("executable file not found in $PATH"), "{err}");
-    s.argv = vec!["/bin/sh".into(), "-c".into(), "true".into()];
-    s.cwd = "/does/not/exist".into();
-    let err = sandbox::run(&s, &mut |_| {}).unwrap_err().to_string();
-    assert!(err.contains("working directory /does/not/exist"), "{err}");
+    s.argv = vec!["/bin/sh".into(), "-c".into(), "pwd".into()];
+    s.cwd = "/tmp/made/here".into();
+    let (exit, out) = run(&s);
+    assert_eq!(
+        (exit, out.as_str()),
+        (Exit::Code(0), "/tmp/made/here\n"),
+        "a missing cwd is created"
+    );
 }
 
 #[test]

@@ -31,7 +31,7 @@ pub mod writer;
 pub use apply::{apply, ApplyError, ApplyMode, ApplyOptions, ApplyStats, Refusal};
 pub use compress::{Compression, Detected, LayerDigests, LayerWriter};
 pub use mount::{mount_overlay, mount_overlay_readonly, umount, MountError};
-pub use snapshot::{chain_id, chain_ids, SnapshotError, Snapshotter};
+pub use snapshot::{chain_id, chain_ids, SnapshotError, Snapshotter, StepArea};
 pub use writer::{write_layer, write_tar, SourceKind, TarOptions, WriteError};
 
 /// The OCI types shared with the rest of the workspace.

@@ -173,6 +173,51 @@ impl Snapshotter {
         Ok(final_dir.join("fs"))
     }
 
+    /// Fresh `upper`, `work` and `merged` dirs for one build step, on the snapshots'
+    /// filesystem so the upper dir can become a snapshot by a rename. The area is removed when
+    /// the returned value is dropped; a killed process's areas go with `clean_stale`.
+    pub fn step_area(&self) -> Result<StepArea, SnapshotError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n}", std::process::id());
+        let lock = self
+            .lock(&format!("step-{id}"), FlockOperation::LockExclusive)?
+            .expect("blocking lock");
+        let dir = self.dir.join(format!("step-{id}"));
+        remove_if_exists(&dir)?;
+        for sub in ["upper", "work", "merged"] {
+            fs::create_dir_all(dir.join(sub)).map_err(io_err(&dir, "create"))?;
+        }
+        let lock_path = self.dir.join(".locks").join(format!("step-{id}"));
+        Ok(StepArea {
+            dir,
+            lock_path,
+            _lock: lock,
+        })
+    }
+
+    /// Makes `upper` (a step's overlay upper dir: overlay-style whiteouts, exactly the layer
+    /// `chain` ends with) the snapshot of `chain`, by rename: the step's files are never
+    /// copied. If the snapshot exists already, `upper` is left for its area to discard.
+    pub fn adopt(&self, chain: &[Digest], upper: &Path) -> Result<PathBuf, SnapshotError> {
+        let cid = chain_id(chain).ok_or(SnapshotError::EmptyChain)?;
+        let hex = Self::hex(&cid)?.to_string();
+        let final_dir = self.dir.join(&hex);
+        let _lock = self.lock(&hex, FlockOperation::LockExclusive)?;
+        if final_dir.join("fs").is_dir() {
+            return Ok(final_dir.join("fs"));
+        }
+        let tmp = self.dir.join(format!("tmp-{hex}"));
+        remove_if_exists(&tmp)?;
+        fs::create_dir(&tmp).map_err(io_err(&tmp, "create"))?;
+        fs::rename(upper, tmp.join("fs")).map_err(io_err(upper, "move into the snapshot store"))?;
+        let t = File::open(&tmp).map_err(io_err(&tmp, "open"))?;
+        rustix::fs::syncfs(&t).map_err(|e| io_err(&tmp, "syncfs")(e.into()))?;
+        fs::rename(&tmp, &final_dir).map_err(io_err(&final_dir, "rename into place"))?;
+        self.sync_dir()?;
+        Ok(final_dir.join("fs"))
+    }
+
     /// The `fs` dirs of every prefix of `chain`, top-most first (overlay's lowerdir order).
     pub fn lower_dirs(&self, chain: &[Digest]) -> Result<Vec<PathBuf>, SnapshotError> {
         let mut out = Vec::with_capacity(chain.len());
@@ -212,17 +257,23 @@ impl Snapshotter {
             let entry = entry.map_err(io_err(&self.dir, "read"))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(hex) = name
-                .strip_prefix("tmp-")
-                .or_else(|| name.strip_prefix("rm-"))
-            else {
-                continue;
+            // A step area's lock is named like the area; a snapshot's like its chain ID.
+            let lock_name = if name.starts_with("step-") {
+                name
+            } else {
+                let Some(hex) = name
+                    .strip_prefix("tmp-")
+                    .or_else(|| name.strip_prefix("rm-"))
+                else {
+                    continue;
+                };
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    continue;
+                }
+                hex
             };
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                continue;
-            }
             // Held by us (this process preparing it) or by another live process: skip.
-            if let Some(_lock) = self.lock(hex, FlockOperation::NonBlockingLockExclusive)? {
+            if let Some(_lock) = self.lock(lock_name, FlockOperation::NonBlockingLockExclusive)? {
                 remove_if_exists(&entry.path())?;
                 removed += 1;
             }
@@ -234,6 +285,34 @@ impl Snapshotter {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.dir, "fsync"))
+    }
+}
+
+/// A build step's scratch dirs (see [`Snapshotter::step_area`]).
+#[derive(Debug)]
+pub struct StepArea {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: File,
+}
+
+impl StepArea {
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    pub fn merged(&self) -> PathBuf {
+        self.dir.join("merged")
+    }
+}
+
+impl Drop for StepArea {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        // Unique to this area, so unlinking it (still locked) races with nobody.
+        let _ = fs::remove_file(&self.lock_path);
     }
 }
 

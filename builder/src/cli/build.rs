@@ -1,18 +1,34 @@
-//! `rbuild build` (and bare `rbuild`): for now, parse and plan; execution comes next.
+//! `rbuild build` (and bare `rbuild`): Docker's flags and defaults, then the solver.
 
-use super::parse::{load, read_dockerfile};
+use super::parse::{load_with, read_dockerfile};
 use super::VarArgs;
-use anyhow::{bail, Result};
-use clap::Args;
+use crate::build::{self, BuildOptions, Env, Progress, ProgressMode};
+use crate::exec::sandbox::Network;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use images::Reference;
+use layers::Compression;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum NetworkArg {
+    /// The host's network (the Debian mirror must be reachable).
+    #[default]
+    Host,
+    /// No network but loopback.
+    None,
+    /// Same as host.
+    Default,
+}
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct BuildArgs {
     /// Name of the Dockerfile (default: CONTEXT/Dockerfile).
     #[arg(short = 'f', long = "file")]
     pub file: Option<String>,
-    /// Name and optionally a tag (name:tag); may be repeated.
+    /// Name and optionally a tag (name:tag); may be repeated. Default: the Dockerfile's
+    /// directory name, `:latest`.
     #[arg(short = 't', long = "tag")]
     pub tags: Vec<String>,
     #[command(flatten)]
@@ -20,6 +36,18 @@ pub struct BuildArgs {
     /// Do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Network for RUN steps that do not say (`RUN --network=…`).
+    #[arg(long, value_enum, default_value_t)]
+    pub network: NetworkArg,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value_t)]
+    pub progress: ProgressMode,
+    /// Layer compression.
+    #[arg(long, default_value = "gzip", value_name = "gzip|zstd")]
+    pub compression: Option<Compression>,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
     /// The build context directory (default: the Dockerfile's directory).
     pub context: Option<PathBuf>,
 }
@@ -44,11 +72,46 @@ impl BuildArgs {
     }
 }
 
+/// `srcs/requirements/nginx/Dockerfile` → `nginx:latest`.
+fn default_tag(dockerfile: &Path) -> Result<Reference> {
+    let dir = dockerfile
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .canonicalize()
+        .with_context(|| format!("cannot resolve the directory of {}", dockerfile.display()))?;
+    let name: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_else(|| "image".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    Reference::parse(&format!("{}:latest", name.trim_matches(['.', '_', '-'])))
+        .with_context(|| format!("no usable image name from {}: pass -t NAME", dir.display()))
+}
+
 pub fn run(args: BuildArgs) -> Result<ExitCode> {
-    let (file, _context) = args.resolve();
+    let (file, context) = args.resolve();
     let name = file.display().to_string();
     let source = read_dockerfile(&name)?;
-    let loaded = match load(&name, &source, &args.vars) {
+    let tags = if args.tags.is_empty() {
+        vec![default_tag(&file)?]
+    } else {
+        args.tags
+            .iter()
+            .map(|t| Reference::parse(t))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let (store, snapshots) = build::prepare_machine()?;
+    let lookup = build::base_lookup(&store);
+    let loaded = match load_with(&name, &source, &args.vars, &lookup) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
@@ -56,11 +119,36 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         }
     };
     eprint!("{}", loaded.render_warnings());
-    let plan = &loaded.plan;
-    let steps: usize = plan.order.iter().map(|&i| plan.stages[i].steps.len()).sum();
-    bail!(
-        "{name}: planned {} stage(s), {steps} step(s); executing builds is not implemented yet \
-         (`rbuild parse -f {name}` prints the plan)",
-        plan.order.len()
-    )
+    let opts = BuildOptions {
+        dockerfile: file.clone(),
+        context,
+        tags: tags.clone(),
+        build_args: args.vars.build_args(),
+        target: args.vars.target.clone(),
+        network: match args.network {
+            NetworkArg::None => Network::None,
+            NetworkArg::Host | NetworkArg::Default => Network::Host,
+        },
+        compression: args.compression.unwrap_or_default(),
+        progress: args.progress,
+        iidfile: args.iidfile.clone(),
+    };
+    let progress = Progress::new(opts.progress);
+    let env = Env {
+        store: &store,
+        snapshots: &snapshots,
+        opts: &opts,
+        progress: &progress,
+        epoch: images::archive::source_date_epoch().map(|s| s as i64),
+    };
+    let built = build::build(&loaded.plan, &name, &env)?;
+    for tag in &tags {
+        eprintln!("naming to {} done", tag.familiar());
+    }
+    if let Some(path) = &opts.iidfile {
+        std::fs::write(path, built.id.to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{}", built.manifest.digest());
+    Ok(ExitCode::SUCCESS)
 }

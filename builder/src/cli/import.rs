@@ -51,7 +51,7 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
         human_size(blob.size)
     );
 
-    let snapshots = Snapshotter::open(&store.root().join("snapshots"))?;
+    let snapshots = Snapshotter::open(store.root())?;
     let chain = std::slice::from_ref(&digests.diff_id);
     let fs = match snapshots.prepare(chain, store.get_blob(&digests.digest)?) {
         Ok(fs) => fs,

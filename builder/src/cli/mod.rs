@@ -5,6 +5,8 @@ mod import;
 mod parse;
 mod store;
 
+pub use store::open_store;
+
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 

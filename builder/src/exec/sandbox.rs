@@ -59,10 +59,11 @@ pub enum ExtraMount {
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub root: Root,
+    /// Empty: prepare the root and the working directory, run nothing.
     pub argv: Vec<String>,
     /// `KEY=value` strings.
     pub env: Vec<String>,
-    /// Absolute path inside the root; must exist.
+    /// Absolute path inside the root; created (owned by uid:gid) when missing.
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
@@ -310,8 +311,15 @@ fn init(spec: &Spec, alive: &OwnedFd, out: &OwnedFd) -> Result<Never, String> {
     umount2(".", MntFlags::MNT_DETACH).map_err(e("detach the old root"))?;
     unistd::chdir("/").map_err(e("chdir /"))?;
     nix::unistd::sethostname(&spec.hostname).map_err(e("sethostname"))?;
+    // Created here, inside the image root, so an image symlink can never redirect it.
+    make_cwd(&spec.cwd, spec.uid, spec.gid)?;
     unistd::chdir(spec.cwd.as_str())
         .map_err(|err| format!("working directory {}: {err}", spec.cwd))?;
+    if spec.argv.is_empty() {
+        // Only the root was wanted (WORKDIR's directory): done.
+        // SAFETY: leaving the forked child.
+        unsafe { libc::_exit(0) }
+    }
 
     let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, Mode::empty())
         .map_err(e("open /dev/null"))?;
@@ -339,6 +347,39 @@ fn init(spec: &Spec, alive: &OwnedFd, out: &OwnedFd) -> Result<Never, String> {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// `mkdir -p` of the working directory; new directories belong to the step's user, as
+/// BuildKit's WORKDIR does.
+fn make_cwd(cwd: &str, uid: u32, gid: u32) -> Result<(), String> {
+    let mut path = PathBuf::from("/");
+    for part in Path::new(cwd).components().skip(1) {
+        path.push(part);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {
+                unistd::chown(&path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                    .map_err(|err| format!("chown {}: {err}", path.display()))?;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(format!("working directory {cwd}: {err}")),
+        }
+    }
+    Ok(())
+}
+
+/// Moves rbuild into a mount namespace of its own with private propagation, so every mount it
+/// makes (step overlays, read-only views of stages) disappears when it exits, however it
+/// exits. Must run before any thread starts: a namespace change applies to the calling thread.
+pub fn enter_private_mount_namespace() -> Result<(), SandboxError> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| SandboxError::Sys("unshare(CLONE_NEWNS)", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| SandboxError::Sys("make mounts private", e))
 }
 
 /// overlayfs options; redirect_dir and metacopy off so the upper dir is exactly the diff.

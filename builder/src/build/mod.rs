@@ -1,0 +1,161 @@
+//! The solver: runs a plan's stages in order, each step on top of the previous one's
+//! snapshot, and writes the target stage as an image.
+//!
+//! A step that changes files runs on `overlay(lowerdir = parent chain, upperdir = fresh)`;
+//! its upper dir becomes both the layer blob (via `layers::write_layer`) and, by a rename,
+//! the snapshot the next step mounts. Config-only steps only edit the image config.
+
+mod config;
+mod progress;
+mod run;
+mod state;
+
+pub use progress::{Progress, ProgressMode};
+
+use crate::exec::sandbox::{self, Network};
+use crate::plan::{Base, BaseImage, Plan, Stage};
+use anyhow::{anyhow, bail, Context, Result};
+use images::{Reference, Store};
+use layers::{Compression, Snapshotter};
+use state::StageState;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub dockerfile: PathBuf,
+    pub context: PathBuf,
+    pub tags: Vec<Reference>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub network: Network,
+    pub compression: Compression,
+    pub progress: ProgressMode,
+    pub iidfile: Option<PathBuf>,
+}
+
+/// What a build made.
+pub struct Built {
+    pub manifest: images::Descriptor,
+    pub id: images::Digest,
+}
+
+/// Everything a build step needs from the machine.
+pub struct Env<'a> {
+    pub store: &'a Store,
+    pub snapshots: &'a Snapshotter,
+    pub opts: &'a BuildOptions,
+    pub progress: &'a Progress,
+    /// `SOURCE_DATE_EPOCH`, for reproducible layers and times.
+    pub epoch: Option<i64>,
+}
+
+/// The base image's ENV and ONBUILD, for the planner.
+pub fn base_lookup(store: &Store) -> impl Fn(&str) -> Option<BaseImage> + '_ {
+    move |name| {
+        let image = store.image(&Reference::parse(name).ok()?).ok()?;
+        let env = image
+            .config
+            .config
+            .env
+            .iter()
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        Some(BaseImage {
+            env,
+            onbuild: image.config.config.on_build.clone(),
+        })
+    }
+}
+
+/// Runs the stages the target needs and writes the image.
+pub fn build(plan: &Plan, dockerfile_name: &str, env: &Env) -> Result<Built> {
+    let mut done: Vec<Option<StageState>> = vec![None; plan.stages.len()];
+    for &index in &plan.order {
+        let stage = &plan.stages[index];
+        let state = run_stage(plan, stage, &done, dockerfile_name, env)?;
+        done[index] = Some(state);
+    }
+    let target = done[plan.target].take().expect("the target stage ran");
+    let mut config = target.config;
+    config.created = Some(env.created());
+    let manifest = env
+        .store
+        .write_image(&config, &target.layers, &env.opts.tags)
+        .context("cannot write the image to the store")?;
+    let id = manifest_config_digest(env.store, &manifest)?;
+    Ok(Built { manifest, id })
+}
+
+fn manifest_config_digest(store: &Store, manifest: &images::Descriptor) -> Result<images::Digest> {
+    let m: images::ImageManifest = store.read_json(manifest.digest())?;
+    Ok(m.config().digest().clone())
+}
+
+fn run_stage(
+    plan: &Plan,
+    stage: &Stage,
+    done: &[Option<StageState>],
+    dockerfile_name: &str,
+    env: &Env,
+) -> Result<StageState> {
+    let total = stage.steps.len() + 1;
+    let label = |i: usize| match &stage.name {
+        Some(name) => format!("{name} {i}/{total}"),
+        None => format!("stage-{} {i}/{total}", stage.index),
+    };
+    let mut state = match &stage.base {
+        Base::Scratch => StageState::scratch(),
+        Base::Stage(i) => done[*i]
+            .clone()
+            .ok_or_else(|| anyhow!("stage {i} did not run"))?,
+        Base::Image(name) => {
+            let id = env.progress.start(&label(1), &format!("FROM {name}"));
+            let state = StageState::from_image(env, name)?;
+            env.progress.done(id);
+            state
+        }
+    };
+    state.begin_stage();
+    for (i, step) in stage.steps.iter().enumerate() {
+        let title = step.original.clone();
+        let id = env.progress.start(&label(i + 2), &title);
+        let result = state.apply(step, env, id, plan, done);
+        match result {
+            Ok(()) => env.progress.done(id),
+            Err(e) => {
+                env.progress.fail(id);
+                return Err(e.context(format!(
+                    "{dockerfile_name}:{}: {}",
+                    step.span.start_line, title
+                )));
+            }
+        }
+    }
+    Ok(state)
+}
+
+impl Env<'_> {
+    /// RFC 3339 time for history and `created`: `SOURCE_DATE_EPOCH` when set.
+    pub fn created(&self) -> String {
+        match self.epoch {
+            Some(secs) => images::model::rfc3339_utc(secs),
+            None => images::model::now_rfc3339(),
+        }
+    }
+}
+
+/// Opens the store and the snapshotter and enters rbuild's private mount namespace.
+pub fn prepare_machine() -> Result<(Store, Snapshotter)> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("rbuild build needs root for now (namespaces and overlay mounts): run it with sudo");
+    }
+    sandbox::enter_private_mount_namespace()?;
+    let store = crate::cli::open_store()?;
+    let snapshots = Snapshotter::open(store.root())?;
+    snapshots.clean_stale()?;
+    Ok((store, snapshots))
+}

@@ -1,0 +1,269 @@
+//! RUN steps (and WORKDIR's directory): the step's overlay is mounted in rbuild's private
+//! mount namespace, the command runs in the sandbox on it, and the upper dir is committed.
+
+use super::config;
+use super::state::StageState;
+use super::Env;
+use crate::exec::sandbox::{self, Exit, ExtraMount, Network, Root, Spec};
+use crate::frontend::instruction::{Command, Run};
+use crate::frontend::mount::{parse_mount, MountType};
+use crate::plan::{Step, PROXY_ARGS};
+use anyhow::{bail, Context, Result};
+use std::collections::VecDeque;
+use std::io::Write;
+
+/// Lines of output shown when a step fails.
+const TAIL_LINES: usize = 20;
+
+/// A user resolved for a step.
+struct User {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+}
+
+/// `USER` as numbers. Names need the image's /etc/passwd (resolved by `exec::users`).
+fn resolve_user(spec: &str) -> Result<User> {
+    if spec.is_empty() {
+        return Ok(User {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        });
+    }
+    let (u, g) = spec.split_once(':').unwrap_or((spec, ""));
+    let uid: u32 = u.parse().with_context(|| {
+        format!("USER {spec}: user names are not supported yet, use a numeric uid")
+    })?;
+    let gid: u32 = if g.is_empty() {
+        0
+    } else {
+        g.parse()
+            .with_context(|| format!("USER {spec}: group names are not supported yet"))?
+    };
+    Ok(User {
+        uid,
+        gid,
+        groups: vec![gid],
+    })
+}
+
+/// The argv for a RUN, BuildKit's way with heredocs: a lone heredoc is the script itself
+/// (run directly when it has a shebang, else through the shell); heredocs inside a longer
+/// command are handed to the shell with their bodies, as a shell would read them.
+fn run_argv(
+    state: &StageState,
+    r: &Run,
+    script: &mut Option<tempfile::TempPath>,
+) -> Result<(Vec<String>, Vec<ExtraMount>)> {
+    let Command::Shell(text) = &r.command else {
+        return Ok((config::argv(&state.config, &r.command), vec![]));
+    };
+    if r.heredocs.is_empty() {
+        return Ok((config::argv(&state.config, &r.command), vec![]));
+    }
+    let only_heredoc = r.heredocs.len() == 1
+        && text.split_whitespace().count() == 1
+        && text
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .starts_with("<<");
+    let mut shell = config::shell(&state.config);
+    if only_heredoc {
+        let doc = &r.heredocs[0];
+        if doc.content.starts_with("#!") {
+            let mut file = tempfile::Builder::new()
+                .prefix("rbuild-heredoc-")
+                .tempfile()?;
+            file.write_all(doc.content.as_bytes())?;
+            std::fs::set_permissions(
+                file.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )?;
+            let target = format!("/dev/pipes/{}", doc.name);
+            let mounts = vec![ExtraMount::Bind {
+                source: file.path().to_path_buf(),
+                target: target.clone(),
+                readonly: true,
+            }];
+            // Closed for writing before it runs: an open writer makes exec fail (ETXTBSY).
+            *script = Some(file.into_temp_path());
+            return Ok((vec![target], mounts));
+        }
+        shell.push(doc.content.clone());
+        return Ok((shell, vec![]));
+    }
+    let mut full = text.clone();
+    for doc in &r.heredocs {
+        full.push('\n');
+        full.push_str(&doc.content);
+        full.push_str(&doc.name);
+    }
+    shell.push(full);
+    Ok((shell, vec![]))
+}
+
+pub fn run(
+    state: &mut StageState,
+    step: &Step,
+    r: &Run,
+    env: &Env,
+    progress_id: usize,
+) -> Result<()> {
+    let mut script = None;
+    let (argv, mut mounts) = run_argv(state, r, &mut script)?;
+    for spec in &r.mounts {
+        let m = parse_mount(spec, &|v| Ok(v.to_string())).map_err(anyhow::Error::msg)?;
+        match m.kind {
+            MountType::Tmpfs => mounts.push(ExtraMount::Tmpfs {
+                target: m.target.unwrap_or_default(),
+                size: m.size,
+            }),
+            other => bail!(
+                "RUN --mount=type={other:?} is not implemented yet",
+                other = other
+            ),
+        }
+    }
+    // ENV wins over ARG; proxy args reach the command without being declared.
+    let mut vars = state.config.config.env.clone();
+    let has = |vars: &[String], k: &str| {
+        vars.iter()
+            .any(|e| e.split_once('=').is_some_and(|(n, _)| n == k))
+    };
+    for (k, v) in &step.args {
+        if !has(&vars, k) {
+            vars.push(format!("{k}={v}"));
+        }
+    }
+    for k in PROXY_ARGS {
+        if let Some(v) = env.opts.build_args.get(k) {
+            if !has(&vars, k) {
+                vars.push(format!("{k}={v}"));
+            }
+        }
+    }
+    let network = match r.network.as_deref() {
+        Some("none") => Network::None,
+        Some("host") => Network::Host,
+        _ => env.opts.network,
+    };
+    let args_text = if step.args.is_empty() {
+        String::new()
+    } else {
+        let kv: Vec<String> = step.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("|{} {} ", kv.len(), kv.join(" "))
+    };
+    let created_by = format!("RUN {args_text}{} # buildkit", argv.join(" "));
+    in_sandbox(
+        state,
+        env,
+        argv,
+        vars,
+        network,
+        mounts,
+        progress_id,
+        created_by,
+    )
+}
+
+/// WORKDIR: the directory is made by the sandbox inside the root, owned by the step's user.
+pub fn make_workdir(state: &mut StageState, env: &Env, created_by: &str) -> Result<()> {
+    let vars = state.config.config.env.clone();
+    in_sandbox(
+        state,
+        env,
+        vec![],
+        vars,
+        Network::None,
+        vec![],
+        super::progress::SILENT,
+        created_by.to_string(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn in_sandbox(
+    state: &mut StageState,
+    env: &Env,
+    argv: Vec<String>,
+    vars: Vec<String>,
+    network: Network,
+    mounts: Vec<ExtraMount>,
+    progress_id: usize,
+    created_by: String,
+) -> Result<()> {
+    let area = env.snapshots.step_area()?;
+    let mut lowers = state.lower_dirs(env)?;
+    if lowers.is_empty() {
+        // overlayfs needs a lower dir; FROM scratch has none.
+        let empty = area.merged().with_file_name("empty");
+        std::fs::create_dir_all(&empty)?;
+        lowers.push(empty);
+    }
+    let merged = area.merged();
+    layers::mount_overlay(&lowers, &area.upper(), &area.work(), &merged)?;
+    let user = resolve_user(&state.config.config.user);
+    let outcome = user.and_then(|user| {
+        let cwd = match state.config.config.working_dir.as_str() {
+            "" => "/".to_string(),
+            w => w.to_string(),
+        };
+        let targets: Vec<String> = mounts
+            .iter()
+            .map(|m| match m {
+                ExtraMount::Bind { target, .. } | ExtraMount::Tmpfs { target, .. } => {
+                    target.clone()
+                }
+            })
+            .collect();
+        let spec = Spec {
+            root: Root::Dir(merged.clone()),
+            argv: argv.clone(),
+            env: vars,
+            cwd,
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups,
+            hostname: "rbuild".to_string(),
+            network,
+            mounts,
+        };
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let mut partial = Vec::new();
+        let exit = sandbox::run(&spec, &mut |bytes| {
+            env.progress.log(progress_id, bytes);
+            partial.extend_from_slice(bytes);
+            while let Some(nl) = partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=nl).collect();
+                tail.push_back(String::from_utf8_lossy(&line).trim_end().to_string());
+                if tail.len() > TAIL_LINES {
+                    tail.pop_front();
+                }
+            }
+        })?;
+        if !partial.is_empty() {
+            tail.push_back(String::from_utf8_lossy(&partial).into_owned());
+        }
+        Ok((exit, tail, targets))
+    });
+    layers::umount(&merged)?;
+    let (exit, tail, targets) = outcome?;
+    if exit != Exit::Code(0) {
+        let how = match exit {
+            Exit::Code(c) => format!("exit code {c}"),
+            Exit::Signal(s) => format!("killed by signal {s}"),
+        };
+        let shown: Vec<String> = tail.into_iter().collect();
+        bail!(
+            "process {argv:?} did not complete successfully: {how}\n{}",
+            if shown.is_empty() {
+                "(no output)".to_string()
+            } else {
+                shown.join("\n")
+            }
+        );
+    }
+    let target_refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+    sandbox::remove_created_mount_points(&area.upper(), &lowers, &target_refs);
+    state.commit(&area, env, created_by)
+}
