@@ -135,6 +135,14 @@ pub fn run(
             vars.push(format!("{k}={v}"));
         }
     }
+    // Docker sets HOME for the step's user when the image does not.
+    if !has(&vars, "HOME") {
+        let root = state.config.config.user.is_empty()
+            || state.config.config.user.starts_with("0:")
+            || state.config.config.user == "0"
+            || state.config.config.user.starts_with("root");
+        vars.push(format!("HOME={}", if root { "/root" } else { "/" }));
+    }
     for k in PROXY_ARGS {
         if let Some(v) = env.opts.build_args.get(k) {
             if !has(&vars, k) {

@@ -1,0 +1,324 @@
+//! `rbuild build` on a busybox base, checked from the outside: the image's config, and its
+//! layers applied with the layers crate. Also what a failing or killed build leaves behind.
+
+use rbuild_tests::{rbuild_bin, run_ok};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// A store holding `bb:1`, a static busybox with its applets, /tmp and an /etc/passwd.
+    fn new() -> Project {
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-build-")
+            .tempdir()
+            .unwrap();
+        let root = dir.path().join("bbroot");
+        for d in ["bin", "etc", "tmp"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::set_permissions(
+            root.join("tmp"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+            .expect("apt-get install busybox-static");
+        let applets = run_ok(Command::new("/bin/busybox").arg("--list")).stdout;
+        for applet in String::from_utf8(applets).unwrap().lines() {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        let tar = dir.path().join("bb.tar");
+        run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&root)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("."),
+        );
+        let p = Project { dir };
+        run_ok(&mut p.rbuild(&["import", tar.to_str().unwrap(), "bb:1"]));
+        p
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn rbuild(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(rbuild_bin());
+        cmd.env("RBUILD_ROOT", self.store())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .current_dir(self.dir.path())
+            .args(args);
+        cmd
+    }
+
+    fn build(&self, dockerfile: &str, tag: &str, extra: &[&str]) -> Output {
+        let ctx = self.dir.path().join("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        let mut args = vec!["build", "--progress", "plain", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        self.rbuild(&args).output().unwrap()
+    }
+
+    fn build_ok(&self, dockerfile: &str, tag: &str) -> Output {
+        let out = self.build(dockerfile, tag, &[]);
+        assert!(
+            out.status.success(),
+            "build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn image(&self, tag: &str) -> images::StoredImage {
+        let store = images::Store::open(self.store()).unwrap();
+        store
+            .image(&images::Reference::parse(tag).unwrap())
+            .unwrap()
+    }
+
+    /// The image's filesystem, from its layer blobs.
+    fn unpack(&self, tag: &str) -> PathBuf {
+        let image = self.image(tag);
+        let store = images::Store::open(self.store()).unwrap();
+        let out = self
+            .dir
+            .path()
+            .join(format!("unpacked-{}", tag.replace([':', '/'], "_")));
+        std::fs::create_dir_all(&out).unwrap();
+        for layer in image.manifest.layers() {
+            let blob = store.get_blob(layer.digest()).unwrap();
+            layers::apply(
+                blob,
+                &out,
+                &layers::ApplyOptions::new(layers::ApplyMode::Flatten),
+            )
+            .unwrap();
+        }
+        out
+    }
+}
+
+fn read(root: &Path, rel: &str) -> String {
+    std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+#[test]
+fn run_env_args_workdir_user_and_config() {
+    let p = Project::new();
+    let df = r#"FROM bb:1
+ARG A=from-arg
+ENV E=from-env
+RUN echo "$A $E $(hostname)" > /out.txt
+WORKDIR /w/x
+RUN pwd > here
+USER 1234:5678
+WORKDIR /home/u
+RUN id -u > uid && id -g >> uid
+LABEL a=b
+EXPOSE 8080 53/udp
+VOLUME /data
+STOPSIGNAL SIGQUIT
+HEALTHCHECK --interval=5s CMD true
+CMD ["sh"]
+ENTRYPOINT ["/bin/env"]
+"#;
+    p.build_ok(df, "t:1");
+    let fs = p.unpack("t:1");
+    assert_eq!(read(&fs, "out.txt"), "from-arg from-env rbuild\n");
+    assert_eq!(read(&fs, "w/x/here"), "/w/x\n");
+    assert_eq!(read(&fs, "home/u/uid"), "1234\n5678\n");
+    use std::os::unix::fs::MetadataExt;
+    let home = std::fs::metadata(fs.join("home/u")).unwrap();
+    assert_eq!(
+        (home.uid(), home.gid()),
+        (1234, 5678),
+        "WORKDIR belongs to USER"
+    );
+    for absent in ["proc", "sys", "dev", "etc/hosts", "etc/resolv.conf"] {
+        assert!(!fs.join(absent).exists(), "{absent} must not reach a layer");
+    }
+    let c = p.image("t:1").config;
+    assert_eq!(c.config.user, "1234:5678");
+    assert_eq!(c.config.working_dir, "/home/u");
+    assert!(c.config.env.contains(&"E=from-env".to_string()));
+    assert!(
+        !c.config.env.iter().any(|e| e.starts_with("A=")),
+        "ARGs are not in the image"
+    );
+    assert_eq!(c.config.labels["a"], "b");
+    assert!(
+        c.config.exposed_ports.contains_key("8080/tcp")
+            && c.config.exposed_ports.contains_key("53/udp")
+    );
+    assert!(c.config.volumes.contains_key("/data"));
+    assert_eq!(c.config.stop_signal, "SIGQUIT");
+    let hc = c.config.healthcheck.as_ref().unwrap();
+    assert_eq!(
+        (hc.test.as_slice(), hc.interval),
+        (
+            &["CMD-SHELL".to_string(), "true".to_string()][..],
+            5_000_000_000
+        )
+    );
+    assert_eq!(
+        c.config.entrypoint.as_deref(),
+        Some(&["/bin/env".to_string()][..])
+    );
+    assert_eq!(
+        c.config.cmd.as_deref(),
+        Some(&["sh".to_string()][..]),
+        "CMD set in this stage survives ENTRYPOINT"
+    );
+    let runs: Vec<&str> = c
+        .history
+        .iter()
+        .filter_map(|h| h.created_by.as_deref())
+        .filter(|b| b.starts_with("RUN"))
+        .collect();
+    assert_eq!(
+        runs[0],
+        r#"RUN |1 A=from-arg /bin/sh -c echo "$A $E $(hostname)" > /out.txt # buildkit"#
+    );
+    assert_eq!(
+        c.rootfs.diff_ids.len(),
+        p.image("t:1").manifest.layers().len()
+    );
+}
+
+#[test]
+fn heredocs_shebang_and_network_none() {
+    let p = Project::new();
+    let df = "FROM bb:1\nRUN <<EOF\necho one > /1\necho two >> /1\nEOF\nRUN <<EOF\n#!/bin/sh\necho script $0 > /2\nEOF\nRUN cat <<A > /3\nbody $HOME\nA\nRUN --network=none cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /4\n";
+    p.build_ok(df, "h:1");
+    let fs = p.unpack("h:1");
+    assert_eq!(read(&fs, "1"), "one\ntwo\n");
+    assert_eq!(read(&fs, "2"), "script /dev/pipes/EOF\n");
+    assert_eq!(
+        read(&fs, "3"),
+        "body /root\n",
+        "HOME comes from /etc/passwd? no: from the shell default"
+    );
+    assert_eq!(read(&fs, "4"), "lo\n");
+}
+
+#[test]
+fn multi_stage_and_target() {
+    let p = Project::new();
+    let df = "FROM bb:1 AS base\nRUN echo base > /base\nFROM base AS second\nRUN cat /base > /copy\nFROM bb:1 AS other\nRUN echo other > /other\n";
+    let out = p.build(df, "m:1", &["--target", "second"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("echo other"),
+        "a stage the target does not need never runs:\n{log}"
+    );
+    let fs = p.unpack("m:1");
+    assert_eq!(read(&fs, "copy"), "base\n");
+}
+
+fn mounts_mention(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(path.to_str().unwrap())
+}
+
+fn step_areas(store: &Path) -> usize {
+    std::fs::read_dir(store.join("snapshots"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .count()
+}
+
+#[test]
+fn failing_step_reports_and_leaves_nothing() {
+    let p = Project::new();
+    let df =
+        "FROM bb:1\nRUN echo fine > /ok\nRUN for i in $(seq 1 30); do echo line$i; done; exit 3\n";
+    let out = p.build(df, "f:1", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:3: RUN for i in"), "{err}");
+    assert!(err.contains("exit code 3"), "{err}");
+    // The progress log shows every line; the error message only the last 20.
+    let message = &err[err.rfind("rbuild: ").expect("an error message")..];
+    assert!(
+        message.contains("line30") && message.contains("line11\n") && !message.contains("line10\n"),
+        "the last 20 lines: {message}"
+    );
+    let store = images::Store::open(p.store()).unwrap();
+    assert!(
+        store
+            .resolve(&images::Reference::parse("f:1").unwrap())
+            .is_err(),
+        "nothing tagged"
+    );
+    assert!(!mounts_mention(&p.store()), "no mount left");
+    assert_eq!(step_areas(&p.store()), 0, "step dirs removed");
+    assert!(store.fsck().unwrap().iter().all(|x| x.is_harmless()));
+}
+
+#[test]
+fn killed_build_leaves_no_process_mount_or_damage() {
+    let p = Project::new();
+    let ctx = p.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // A sleep no other process runs, to find (and then miss) with pgrep.
+    let marker = format!("sleep 299.{}", std::process::id());
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM bb:1\nRUN {marker}\n")).unwrap();
+    let mut child = p
+        .rbuild(&["build", "-t", "k:1", ctx.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let step_running = || {
+        Command::new("pgrep")
+            .arg("-f")
+            .arg(&marker)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !step_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL: no handler of rbuild's runs
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!step_running(), "the step's processes died with rbuild");
+    assert!(!mounts_mention(&p.store()), "no mount left");
+    let fsck = run_ok(&mut p.rbuild(&["fsck"]));
+    assert!(String::from_utf8_lossy(&fsck.stdout).contains(": ok"));
+    p.build_ok("FROM bb:1\nRUN echo after > /after\n", "k:2");
+    assert_eq!(
+        step_areas(&p.store()),
+        0,
+        "the killed build's step dir was cleaned"
+    );
+}
