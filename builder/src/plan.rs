@@ -6,7 +6,7 @@
 
 use crate::frontend::diagnostic::{Diagnostic, ParseError};
 use crate::frontend::instruction::{self, ArgDecl, Copy, Instruction, KeyValue, Located};
-use crate::frontend::mount::parse_mount;
+use crate::frontend::mount::{expand_spec, parse_mount};
 use crate::frontend::shell::{Env, Lexer};
 use crate::frontend::{parser, Dockerfile, Span};
 use serde::Serialize;
@@ -467,17 +467,23 @@ impl Planner<'_> {
             Instruction::Run(run) => {
                 let mut run = run.clone();
                 run.network = run.network.map(|n| expand(self, &n));
+                let expand_value = |v: &str| {
+                    self.lexer
+                        .process_word(v, &scope)
+                        .map_err(|e| e.to_string())
+                };
+                let mut expanded = Vec::new();
                 for m in &run.mounts {
-                    let checked = parse_mount(m, &|v| {
-                        self.lexer
-                            .process_word(v, &scope)
-                            .map_err(|e| e.to_string())
-                    });
-                    if let Err(e) = checked {
-                        self.errors
-                            .push(Diagnostic::error(span, format!("--mount={m}: {e}")));
+                    match expand_spec(m, &expand_value)
+                        .and_then(|e| parse_mount(&e, &|v| Ok(v.to_string())).map(|_| e))
+                    {
+                        Ok(e) => expanded.push(e),
+                        Err(e) => self
+                            .errors
+                            .push(Diagnostic::error(span, format!("--mount={m}: {e}"))),
                     }
                 }
+                run.mounts = expanded;
                 Instruction::Run(run)
             }
             Instruction::Onbuild { trigger } => {

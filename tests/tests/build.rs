@@ -322,3 +322,111 @@ fn killed_build_leaves_no_process_mount_or_damage() {
         "the killed build's step dir was cleaned"
     );
 }
+
+/// Every file under `dir` (the whole store: blobs, snapshots, cache, index).
+fn grep_tree(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let data = std::fs::read(&path).unwrap();
+                // Compressed layers hide plain text: look inside gzip blobs too.
+                let mut plain = Vec::new();
+                let _ = std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(&data[..]),
+                    &mut plain,
+                );
+                if [data, plain]
+                    .iter()
+                    .any(|d| d.windows(needle.len()).any(|w| w == needle))
+                {
+                    hits.push(path);
+                }
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn secrets_reach_the_step_and_nothing_else() {
+    let p = Project::new();
+    let secret = format!("s3cr3t-{}-value", std::process::id());
+    let file = p.dir.path().join("token.txt");
+    std::fs::write(&file, &secret).unwrap();
+    // The steps check a hash of the secret, so the value is in no Dockerfile, arg or history.
+    let sum = String::from_utf8(
+        run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s '{secret}' | sha256sum | cut -d' ' -f1")),
+        )
+        .stdout,
+    )
+    .unwrap();
+    let sum = sum.trim();
+    let df = format!(
+        "FROM bb:1\n\
+         RUN --mount=type=secret,id=tok test \"$(sha256sum < /run/secrets/tok | cut -d' ' -f1)\" = {sum} && echo file-ok > /seen\n\
+         RUN --mount=type=secret,id=tok,env=TOK,required=true test \"$(printf %s \"$TOK\" | sha256sum | cut -d' ' -f1)\" = {sum} && echo env-ok >> /seen\n\
+         RUN --mount=type=secret,id=tok,target=/etc/app/key test -s /etc/app/key && echo target-ok >> /seen\n"
+    );
+    let secret_arg = format!("id=tok,src={}", file.display());
+    let out = p.build(&df, "sec:1", &["--secret", &secret_arg]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let fs = p.unpack("sec:1");
+    assert_eq!(
+        read(&fs, "seen"),
+        "file-ok\nenv-ok\ntarget-ok\n",
+        "every step saw the secret"
+    );
+    assert!(
+        !fs.join("run/secrets").exists() && !fs.join("etc/app/key").exists(),
+        "mount points never reach a layer"
+    );
+    let hits = grep_tree(&p.store(), secret.as_bytes());
+    assert!(hits.is_empty(), "the secret leaked into {hits:?}");
+    assert!(!log.contains(&secret), "the secret is not in the build log");
+
+    let missing = p.build(
+        "FROM bb:1\nRUN --mount=type=secret,id=nope,required true\n",
+        "sec:2",
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("secret nope is required: pass --secret id=nope"));
+}
+
+#[test]
+fn bind_mounts_from_context_and_stage_stay_inside() {
+    let p = Project::new();
+    let ctx = p.dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("sub")).unwrap();
+    std::fs::write(ctx.join("sub/data.txt"), "from context\n").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", ctx.join("escape")).unwrap();
+    let df = "FROM bb:1 AS s\nRUN echo from-stage > /s\nFROM bb:1\n\
+              RUN --mount=type=bind,source=sub/data.txt,target=/mnt/d cat /mnt/d > /copied\n\
+              RUN --mount=type=bind,from=s,target=/from cat /from/s >> /copied\n\
+              RUN --mount=type=bind,source=../../sub,target=/up ls /up >> /copied\n";
+    p.build_ok(df, "bind:1");
+    let fs = p.unpack("bind:1");
+    assert_eq!(
+        read(&fs, "copied"),
+        "from context\nfrom-stage\ndata.txt\n",
+        "`..` is clamped at the context root"
+    );
+    assert!(!fs.join("mnt").exists() && !fs.join("from").exists() && !fs.join("up").exists());
+    let out = p.build(
+        "FROM bb:1\nRUN --mount=type=bind,source=escape,target=/x cat /x\n",
+        "bind:2",
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("points outside its root"), "{err}");
+}

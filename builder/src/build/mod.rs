@@ -6,10 +6,12 @@
 //! the snapshot the next step mounts. Config-only steps only edit the image config.
 
 mod config;
+mod mounts;
 mod progress;
 mod run;
 mod state;
 
+pub use mounts::{parse_secret, SecretSource};
 pub use progress::{Progress, ProgressMode};
 
 use crate::exec::sandbox::{self, Network};
@@ -32,6 +34,7 @@ pub struct BuildOptions {
     pub compression: Compression,
     pub progress: ProgressMode,
     pub iidfile: Option<PathBuf>,
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 /// What a build made.

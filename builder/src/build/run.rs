@@ -6,8 +6,7 @@ use super::state::StageState;
 use super::Env;
 use crate::exec::sandbox::{self, Exit, ExtraMount, Network, Root, Spec};
 use crate::frontend::instruction::{Command, Run};
-use crate::frontend::mount::{parse_mount, MountType};
-use crate::plan::{Step, PROXY_ARGS};
+use crate::plan::{Plan, Step, PROXY_ARGS};
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -108,22 +107,13 @@ pub fn run(
     r: &Run,
     env: &Env,
     progress_id: usize,
+    plan: &Plan,
+    done: &[Option<StageState>],
 ) -> Result<()> {
     let mut script = None;
     let (argv, mut mounts) = run_argv(state, r, &mut script)?;
-    for spec in &r.mounts {
-        let m = parse_mount(spec, &|v| Ok(v.to_string())).map_err(anyhow::Error::msg)?;
-        match m.kind {
-            MountType::Tmpfs => mounts.push(ExtraMount::Tmpfs {
-                target: m.target.unwrap_or_default(),
-                size: m.size,
-            }),
-            other => bail!(
-                "RUN --mount=type={other:?} is not implemented yet",
-                other = other
-            ),
-        }
-    }
+    let prepared = super::mounts::prepare(&r.mounts, env, plan, done)?;
+    mounts.extend(prepared.mounts.iter().cloned());
     // ENV wins over ARG; proxy args reach the command without being declared.
     let mut vars = state.config.config.env.clone();
     let has = |vars: &[String], k: &str| {
@@ -135,6 +125,7 @@ pub fn run(
             vars.push(format!("{k}={v}"));
         }
     }
+    vars.extend(prepared.env.iter().cloned());
     // Docker sets HOME for the step's user when the image does not.
     if !has(&vars, "HOME") {
         let root = state.config.config.user.is_empty()

@@ -76,11 +76,11 @@ impl StageState {
         step: &Step,
         env: &Env,
         progress_id: usize,
-        _plan: &Plan,
-        _done: &[Option<StageState>],
+        plan: &Plan,
+        done: &[Option<StageState>],
     ) -> Result<()> {
         match &step.instruction {
-            Instruction::Run(r) => run::run(self, step, r, env, progress_id),
+            Instruction::Run(r) => run::run(self, step, r, env, progress_id, plan, done),
             Instruction::Workdir { path } => {
                 let path = config::workdir(&self.config, path);
                 self.config.config.working_dir = path.clone();

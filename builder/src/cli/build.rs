@@ -45,6 +45,9 @@ pub struct BuildArgs {
     /// Layer compression.
     #[arg(long, default_value = "gzip", value_name = "gzip|zstd")]
     pub compression: Option<Compression>,
+    /// Expose a secret to RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
+    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
+    pub secrets: Vec<String>,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -132,6 +135,11 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         compression: args.compression.unwrap_or_default(),
         progress: args.progress,
         iidfile: args.iidfile.clone(),
+        secrets: args
+            .secrets
+            .iter()
+            .map(|s| build::parse_secret(s))
+            .collect::<Result<_>>()?,
     };
     let progress = Progress::new(opts.progress);
     let env = Env {

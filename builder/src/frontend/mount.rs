@@ -203,6 +203,27 @@ fn parse_size(v: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("tmpfs size {v:?} is too large"))
 }
 
+/// The spec with every value expanded (`id=$CACHE_ID` → `id=apt`), re-quoted where needed,
+/// so the executor parses what the planner resolved.
+pub fn expand_spec(
+    spec: &str,
+    expand: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<String, String> {
+    let mut fields = Vec::new();
+    for field in split_csv(spec)? {
+        let field = match field.split_once('=') {
+            Some((k, v)) => format!("{k}={}", expand(v)?),
+            None => field,
+        };
+        fields.push(if field.contains([',', '"']) {
+            format!("\"{}\"", field.replace('"', "\"\""))
+        } else {
+            field
+        });
+    }
+    Ok(fields.join(","))
+}
+
 /// Splits on commas outside double quotes, like Go's encoding/csv that BuildKit uses.
 fn split_csv(spec: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -253,6 +274,17 @@ mod tests {
             parse("type=tmpfs,target=/t,size=64m").unwrap().size,
             Some(64 << 20)
         );
+    }
+
+    #[test]
+    fn expanded_specs_parse_back() {
+        let spec = expand_spec(
+            "type=cache,id=$X,target=/a",
+            &|v| Ok(v.replace("$X", "x,y")),
+        )
+        .unwrap();
+        assert_eq!(spec, "type=cache,\"id=x,y\",target=/a");
+        assert_eq!(parse(&spec).unwrap().id.as_deref(), Some("x,y"));
     }
 
     #[test]
