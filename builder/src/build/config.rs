@@ -67,9 +67,13 @@ pub fn apply(state: &mut StageState, instruction: &Instruction) -> String {
     match instruction {
         Instruction::Env { pairs, .. } => {
             for kv in pairs {
+                // Docker overrides a variable where it stands, keeping the order.
                 let prefix = format!("{}=", kv.key);
-                c.env.retain(|e| !e.starts_with(&prefix));
-                c.env.push(format!("{}={}", kv.key, kv.value));
+                let entry = format!("{}={}", kv.key, kv.value);
+                match c.env.iter_mut().find(|e| e.starts_with(&prefix)) {
+                    Some(existing) => *existing = entry,
+                    None => c.env.push(entry),
+                }
             }
             let text: Vec<String> = pairs
                 .iter()
