@@ -1,6 +1,7 @@
-//! Build progress on stderr. `plain`: every line, prefixed with its step number, like
-//! BuildKit's plain output. `json`: one event per line for tools. (`tty`, BuildKit's
-//! collapsing view, prints as `plain` for now.)
+//! Build progress on stderr, three ways. `tty` (the default on a terminal), like BuildKit's:
+//! one line per finished step with its time, and the running step with its last output
+//! lines, redrawn in place. `plain`: every line, prefixed with its step number. `json`: one
+//! event per line for tools.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -16,31 +17,94 @@ pub enum ProgressMode {
 }
 
 struct Step {
+    title: String,
     started: Instant,
     /// Output not yet ended by a newline.
     partial: Vec<u8>,
+    /// Last lines of output, for the tty view.
+    tail: std::collections::VecDeque<String>,
+    finished: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Tty,
+    Plain,
+    Json,
 }
 
 pub struct Progress {
-    json: bool,
+    style: Style,
     start: Instant,
     steps: RefCell<Vec<Step>>,
+    /// Lines of the live (redrawn) region on the terminal.
+    drawn: RefCell<usize>,
+    last_draw: RefCell<Instant>,
 }
+
+/// Output lines the tty view shows under a running step.
+const TTY_TAIL: usize = 6;
 
 /// Progress id for output that belongs to no step (it is dropped).
 pub const SILENT: usize = usize::MAX;
 
 impl Progress {
     pub fn new(mode: ProgressMode) -> Self {
+        use std::io::IsTerminal;
+        let style = match mode {
+            ProgressMode::Json => Style::Json,
+            ProgressMode::Plain => Style::Plain,
+            ProgressMode::Tty => Style::Tty,
+            ProgressMode::Auto if std::io::stderr().is_terminal() => Style::Tty,
+            ProgressMode::Auto => Style::Plain,
+        };
         Progress {
-            json: mode == ProgressMode::Json,
+            style,
             start: Instant::now(),
             steps: RefCell::new(Vec::new()),
+            drawn: RefCell::new(0),
+            last_draw: RefCell::new(Instant::now()),
         }
     }
 
     fn emit(&self, line: String) {
         let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+
+    /// Redraws the live region: every unfinished step with its last output lines.
+    fn redraw(&self, force: bool) {
+        if self.style != Style::Tty {
+            return;
+        }
+        if !force && self.last_draw.borrow().elapsed().as_millis() < 80 {
+            return;
+        }
+        *self.last_draw.borrow_mut() = Instant::now();
+        let width = terminal_width();
+        let lines = live_lines(&self.steps.borrow(), width);
+        let mut err = std::io::stderr().lock();
+        let mut drawn = self.drawn.borrow_mut();
+        // Up to the start of the live region, clear to the end of the screen, draw.
+        if *drawn > 0 {
+            let _ = write!(err, "\x1b[{}F", *drawn);
+        }
+        let _ = write!(err, "\x1b[J");
+        for line in &lines {
+            let _ = writeln!(err, "{line}");
+        }
+        *drawn = lines.len();
+    }
+
+    /// Prints a line above the live region (it scrolls away with the terminal).
+    fn settle(&self, line: String) {
+        if self.style == Style::Tty {
+            let mut drawn = self.drawn.borrow_mut();
+            if *drawn > 0 {
+                let _ = write!(std::io::stderr().lock(), "\x1b[{}F\x1b[J", *drawn);
+                *drawn = 0;
+            }
+        }
+        self.emit(line);
     }
 
     fn event(&self, id: usize, kind: &str, text: &str) {
@@ -54,15 +118,18 @@ impl Progress {
     pub fn start(&self, label: &str, title: &str) -> usize {
         let mut steps = self.steps.borrow_mut();
         steps.push(Step {
+            title: format!("[{label}] {title}"),
             started: Instant::now(),
             partial: Vec::new(),
+            tail: Default::default(),
+            finished: false,
         });
         let id = steps.len() - 1;
         drop(steps);
-        if self.json {
-            self.event(id, "start", &format!("[{label}] {title}"));
-        } else {
-            self.emit(format!("#{} [{label}] {title}", id + 1));
+        match self.style {
+            Style::Json => self.event(id, "start", &format!("[{label}] {title}")),
+            Style::Plain => self.emit(format!("#{} [{label}] {title}", id + 1)),
+            Style::Tty => self.redraw(true),
         }
         id
     }
@@ -81,15 +148,20 @@ impl Progress {
             step.partial.extend_from_slice(bytes);
             while let Some(nl) = step.partial.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = step.partial.drain(..=nl).collect();
-                lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+                let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                step.tail.push_back(line.clone());
+                if step.tail.len() > TTY_TAIL {
+                    step.tail.pop_front();
+                }
+                lines.push(line);
             }
         }
-        for line in lines {
-            if self.json {
-                self.event(id, "log", &line);
-            } else {
-                self.emit(format!("#{} {elapsed:.3} {line}", id + 1));
-            }
+        match self.style {
+            Style::Json => lines.iter().for_each(|l| self.event(id, "log", l)),
+            Style::Plain => lines
+                .iter()
+                .for_each(|l| self.emit(format!("#{} {elapsed:.3} {l}", id + 1))),
+            Style::Tty => self.redraw(false),
         }
     }
 
@@ -101,13 +173,32 @@ impl Progress {
         if !rest.is_empty() {
             self.log(id, b"\n");
         }
-        let secs = self.steps.borrow()[id].started.elapsed().as_secs_f64();
-        if self.json {
-            self.event(id, word, &format!("{secs:.3}"));
-        } else if word == "CACHED" {
-            self.emit(format!("#{} CACHED", id + 1));
-        } else {
-            self.emit(format!("#{} {word} {secs:.1}s", id + 1));
+        let (secs, title, tail) = {
+            let mut steps = self.steps.borrow_mut();
+            let step = &mut steps[id];
+            step.finished = true;
+            (
+                step.started.elapsed().as_secs_f64(),
+                step.title.clone(),
+                step.tail.clone(),
+            )
+        };
+        match self.style {
+            Style::Json => self.event(id, word, &format!("{secs:.3}")),
+            Style::Plain if word == "CACHED" => self.emit(format!("#{} CACHED", id + 1)),
+            Style::Plain => self.emit(format!("#{} {word} {secs:.1}s", id + 1)),
+            Style::Tty => {
+                let state = match word {
+                    "CACHED" => "CACHED".to_string(),
+                    _ => format!("{secs:.1}s"),
+                };
+                let mark = if word == "ERROR" { "ERROR" } else { "=>" };
+                self.settle(format!("{mark} {title} {state}"));
+                if word == "ERROR" {
+                    tail.iter().for_each(|l| self.emit(format!("   {l}")));
+                }
+                self.redraw(true);
+            }
         }
     }
 
@@ -125,10 +216,71 @@ impl Progress {
 
     /// A note about a step (e.g. why it was not cached).
     pub fn note(&self, id: usize, text: &str) {
-        if self.json {
-            self.event(id, "note", text);
-        } else {
-            self.emit(format!("#{} {text}", id + 1));
+        match self.style {
+            Style::Json => self.event(id, "note", text),
+            Style::Plain => self.emit(format!("#{} {text}", id + 1)),
+            Style::Tty => self.settle(format!("   {text}")),
         }
+    }
+}
+
+fn terminal_width() -> usize {
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ fills a winsize; on failure it is left zeroed.
+    let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        size.ws_col as usize
+    } else {
+        100
+    }
+}
+
+/// The live region: each running step, then its last lines, cut to the terminal's width.
+fn live_lines(steps: &[Step], width: usize) -> Vec<String> {
+    let cut = |s: &str, columns: usize| -> String { s.chars().take(columns).collect() };
+    let mut out = Vec::new();
+    for step in steps.iter().filter(|s| !s.finished) {
+        let header = format!(
+            "=> {} {:.1}s",
+            step.title,
+            step.started.elapsed().as_secs_f64()
+        );
+        out.push(cut(&header, width.saturating_sub(1)));
+        for line in &step.tail {
+            // Cut before styling: escape codes take no columns.
+            out.push(format!(
+                "\x1b[2m > {}\x1b[0m",
+                cut(line, width.saturating_sub(4))
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_region_shows_running_steps_with_their_tail() {
+        let step = |title: &str, finished: bool, tail: &[&str]| Step {
+            title: title.to_string(),
+            started: Instant::now(),
+            partial: Vec::new(),
+            tail: tail.iter().map(|s| s.to_string()).collect(),
+            finished,
+        };
+        let steps = vec![
+            step("[1/3] FROM x", true, &[]),
+            step("[2/3] RUN apt-get update", false, &["Get:1 a", "Get:2 b"]),
+        ];
+        let lines = live_lines(&steps, 20);
+        assert_eq!(lines.len(), 3, "finished steps are not redrawn");
+        assert!(lines[0].starts_with("=> [2/3] RUN apt-g"));
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= 19),
+            "cut to the terminal width"
+        );
+        assert!(lines[1].contains("Get:1"));
     }
 }
