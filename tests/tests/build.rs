@@ -430,3 +430,21 @@ fn bind_mounts_from_context_and_stage_stay_inside() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("points outside its root"), "{err}");
 }
+
+#[test]
+fn independent_stages_run_side_by_side() {
+    let p = Project::new();
+    // Stage a can only finish if stage b talks to it while it runs: proof of concurrency that
+    // does not depend on timing. Both use the host's loopback (the default network).
+    let port = 20000 + std::process::id() % 20000;
+    let df = format!(
+        "FROM bb:1 AS a\n\
+         RUN timeout 60 nc -l -p {port} > /got\n\
+         FROM bb:1 AS b\n\
+         RUN for i in $(seq 1 200); do echo hello | nc 127.0.0.1 {port} && break; sleep 0.2; done > /sent\n\
+         FROM a\n\
+         RUN --mount=type=bind,from=b,target=/b test -f /b/sent && cat /got > /final\n"
+    );
+    p.build_ok(&df, "par:1");
+    assert_eq!(read(&p.unpack("par:1"), "final"), "hello\n");
+}

@@ -77,10 +77,34 @@ pub fn base_lookup(store: &Store) -> impl Fn(&str) -> Option<BaseImage> + '_ {
 /// Runs the stages the target needs and writes the image.
 pub fn build(plan: &Plan, dockerfile_name: &str, env: &Env) -> Result<Built> {
     let mut done: Vec<Option<StageState>> = vec![None; plan.stages.len()];
-    for &index in &plan.order {
-        let stage = &plan.stages[index];
-        let state = run_stage(plan, stage, &done, dockerfile_name, env)?;
-        done[index] = Some(state);
+    let mut pending: Vec<usize> = plan.order.clone();
+    // In waves: every stage whose dependencies are built runs now, side by side.
+    while !pending.is_empty() {
+        let (ready, later): (Vec<usize>, Vec<usize>) = pending
+            .iter()
+            .partition(|&&i| plan.stages[i].deps.iter().all(|d| done[*d].is_some()));
+        let results: Vec<(usize, Result<StageState>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ready
+                .iter()
+                .map(|&i| {
+                    let done = &done;
+                    scope.spawn(move || {
+                        (
+                            i,
+                            run_stage(plan, &plan.stages[i], done, dockerfile_name, env),
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a stage thread panicked"))
+                .collect()
+        });
+        for (i, result) in results {
+            done[i] = Some(result?);
+        }
+        pending = later;
     }
     let target = done[plan.target].take().expect("the target stage ran");
     let mut config = target.config;

@@ -3,8 +3,8 @@
 //! lines, redrawn in place. `plain`: every line, prefixed with its step number. `json`: one
 //! event per line for tools.
 
-use std::cell::RefCell;
 use std::io::Write;
+use std::sync::Mutex;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -36,10 +36,10 @@ enum Style {
 pub struct Progress {
     style: Style,
     start: Instant,
-    steps: RefCell<Vec<Step>>,
+    steps: Mutex<Vec<Step>>,
     /// Lines of the live (redrawn) region on the terminal.
-    drawn: RefCell<usize>,
-    last_draw: RefCell<Instant>,
+    drawn: Mutex<usize>,
+    last_draw: Mutex<Instant>,
 }
 
 /// Output lines the tty view shows under a running step.
@@ -61,9 +61,9 @@ impl Progress {
         Progress {
             style,
             start: Instant::now(),
-            steps: RefCell::new(Vec::new()),
-            drawn: RefCell::new(0),
-            last_draw: RefCell::new(Instant::now()),
+            steps: Mutex::new(Vec::new()),
+            drawn: Mutex::new(0),
+            last_draw: Mutex::new(Instant::now()),
         }
     }
 
@@ -76,14 +76,22 @@ impl Progress {
         if self.style != Style::Tty {
             return;
         }
-        if !force && self.last_draw.borrow().elapsed().as_millis() < 80 {
+        if !force
+            && self
+                .last_draw
+                .lock()
+                .expect("progress lock")
+                .elapsed()
+                .as_millis()
+                < 80
+        {
             return;
         }
-        *self.last_draw.borrow_mut() = Instant::now();
+        *self.last_draw.lock().expect("progress lock") = Instant::now();
         let width = terminal_width();
-        let lines = live_lines(&self.steps.borrow(), width);
+        let lines = live_lines(&self.steps.lock().expect("progress lock"), width);
         let mut err = std::io::stderr().lock();
-        let mut drawn = self.drawn.borrow_mut();
+        let mut drawn = self.drawn.lock().expect("progress lock");
         // Up to the start of the live region, clear to the end of the screen, draw.
         if *drawn > 0 {
             let _ = write!(err, "\x1b[{}F", *drawn);
@@ -98,7 +106,7 @@ impl Progress {
     /// Prints a line above the live region (it scrolls away with the terminal).
     fn settle(&self, line: String) {
         if self.style == Style::Tty {
-            let mut drawn = self.drawn.borrow_mut();
+            let mut drawn = self.drawn.lock().expect("progress lock");
             if *drawn > 0 {
                 let _ = write!(std::io::stderr().lock(), "\x1b[{}F\x1b[J", *drawn);
                 *drawn = 0;
@@ -116,7 +124,7 @@ impl Progress {
 
     /// Announces a step; `label` is like `nginx 2/5`, `title` the instruction.
     pub fn start(&self, label: &str, title: &str) -> usize {
-        let mut steps = self.steps.borrow_mut();
+        let mut steps = self.steps.lock().expect("progress lock");
         steps.push(Step {
             title: format!("[{label}] {title}"),
             started: Instant::now(),
@@ -142,7 +150,7 @@ impl Progress {
         let mut lines = Vec::new();
         let elapsed;
         {
-            let mut steps = self.steps.borrow_mut();
+            let mut steps = self.steps.lock().expect("progress lock");
             let step = &mut steps[id];
             elapsed = step.started.elapsed().as_secs_f64();
             step.partial.extend_from_slice(bytes);
@@ -167,14 +175,14 @@ impl Progress {
 
     fn finish(&self, id: usize, word: &str) {
         let rest = {
-            let mut steps = self.steps.borrow_mut();
+            let mut steps = self.steps.lock().expect("progress lock");
             std::mem::take(&mut steps[id].partial)
         };
         if !rest.is_empty() {
             self.log(id, b"\n");
         }
         let (secs, title, tail) = {
-            let mut steps = self.steps.borrow_mut();
+            let mut steps = self.steps.lock().expect("progress lock");
             let step = &mut steps[id];
             step.finished = true;
             (
