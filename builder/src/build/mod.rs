@@ -19,7 +19,7 @@ use crate::plan::{Base, BaseImage, Plan, Stage};
 use anyhow::{anyhow, bail, Context, Result};
 use images::{Reference, Store};
 use layers::{Compression, Snapshotter};
-use state::StageState;
+use state::{Outcome, StageState};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -35,6 +35,7 @@ pub struct BuildOptions {
     pub progress: ProgressMode,
     pub iidfile: Option<PathBuf>,
     pub secrets: BTreeMap<String, SecretSource>,
+    pub no_cache: bool,
 }
 
 /// What a build made.
@@ -43,12 +44,23 @@ pub struct Built {
     pub id: images::Digest,
 }
 
+/// The plan and the stages built so far, for steps that read other stages.
+pub struct Graph<'a> {
+    pub plan: &'a Plan,
+    pub done: &'a [Option<StageState>],
+}
+
 /// Everything a build step needs from the machine.
 pub struct Env<'a> {
     pub store: &'a Store,
     pub snapshots: &'a Snapshotter,
     pub opts: &'a BuildOptions,
     pub progress: &'a Progress,
+    pub cache: &'a cache::Cache,
+    /// Content checksums of context files, remembered by stat between builds.
+    pub checksums: &'a cache::checksum::Checksummer,
+    /// `os/arch` being built for; part of every RUN's cache key.
+    pub platform: String,
     /// `SOURCE_DATE_EPOCH`, for reproducible layers and times.
     pub epoch: Option<i64>,
 }
@@ -108,7 +120,8 @@ pub fn build(plan: &Plan, dockerfile_name: &str, env: &Env) -> Result<Built> {
     }
     let target = done[plan.target].take().expect("the target stage ran");
     let mut config = target.config;
-    config.created = Some(env.created());
+    // The newest step's time: a build of cache hits makes the very same config.
+    config.created = Some(target.time);
     let manifest = env
         .store
         .write_image(&config, &target.layers, &env.opts.tags)
@@ -135,7 +148,7 @@ fn run_stage(
         None => format!("stage-{} {i}/{total}", stage.index),
     };
     let mut state = match &stage.base {
-        Base::Scratch => StageState::scratch(),
+        Base::Scratch => StageState::scratch(env),
         Base::Stage(i) => done[*i]
             .clone()
             .ok_or_else(|| anyhow!("stage {i} did not run"))?,
@@ -147,12 +160,17 @@ fn run_stage(
         }
     };
     state.begin_stage();
+    let stage_name = stage
+        .name
+        .clone()
+        .unwrap_or_else(|| stage.index.to_string());
     for (i, step) in stage.steps.iter().enumerate() {
         let title = step.original.clone();
         let id = env.progress.start(&label(i + 2), &title);
-        let result = state.apply(step, env, id, plan, done);
-        match result {
-            Ok(()) => env.progress.done(id),
+        let slot = format!("{dockerfile_name}#{stage_name}#{i}");
+        match state.apply(step, env, id, &Graph { plan, done }, &slot) {
+            Ok(Outcome::Cached) if step_runs(step) => env.progress.cached(id),
+            Ok(_) => env.progress.done(id),
             Err(e) => {
                 env.progress.fail(id);
                 return Err(e.context(format!(
@@ -165,7 +183,29 @@ fn run_stage(
     Ok(state)
 }
 
+/// Steps that execute (and so can be cache hits), as opposed to config-only ones.
+fn step_runs(step: &crate::plan::Step) -> bool {
+    use crate::frontend::Instruction;
+    matches!(
+        step.instruction,
+        Instruction::Run(_)
+            | Instruction::Workdir { .. }
+            | Instruction::Copy(_)
+            | Instruction::Add(_)
+    )
+}
+
 impl Env<'_> {
+    /// Now, or `SOURCE_DATE_EPOCH` when set, in seconds.
+    pub fn now_secs(&self) -> u64 {
+        match self.epoch {
+            Some(secs) => secs.max(0) as u64,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
     /// RFC 3339 time for history and `created`: `SOURCE_DATE_EPOCH` when set.
     pub fn created(&self) -> String {
         match self.epoch {

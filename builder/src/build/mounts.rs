@@ -4,9 +4,10 @@
 
 use super::state::StageState;
 use super::Env;
+use super::Graph;
 use crate::exec::sandbox::ExtraMount;
 use crate::frontend::mount::{parse_mount, Mount, MountType};
-use crate::plan::{stage_ref, Plan};
+use crate::plan::stage_ref;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -64,27 +65,16 @@ impl Drop for Prepared {
 }
 
 /// Turns a RUN's `--mount` specs into sandbox mounts.
-pub fn prepare(
-    specs: &[String],
-    env: &Env,
-    plan: &Plan,
-    done: &[Option<StageState>],
-) -> Result<Prepared> {
+pub fn prepare(specs: &[String], env: &Env, graph: &Graph) -> Result<Prepared> {
     let mut out = Prepared::default();
     for spec in specs {
         let m = parse_mount(spec, &|v| Ok(v.to_string())).map_err(anyhow::Error::msg)?;
-        prepare_one(&m, env, plan, done, &mut out).with_context(|| format!("--mount={spec}"))?;
+        prepare_one(&m, env, graph, &mut out).with_context(|| format!("--mount={spec}"))?;
     }
     Ok(out)
 }
 
-fn prepare_one(
-    m: &Mount,
-    env: &Env,
-    plan: &Plan,
-    done: &[Option<StageState>],
-    out: &mut Prepared,
-) -> Result<()> {
+fn prepare_one(m: &Mount, env: &Env, graph: &Graph, out: &mut Prepared) -> Result<()> {
     match m.kind {
         MountType::Tmpfs => out.mounts.push(ExtraMount::Tmpfs {
             target: m.target.clone().unwrap_or_default(),
@@ -154,7 +144,7 @@ fn prepare_one(
                     .canonicalize()
                     .context("the build context")?,
                 Some(from) => {
-                    let lowers = source_chain(from, env, plan, done)?;
+                    let lowers = source_chain(from, env, graph)?;
                     let view = tempfile::Builder::new().prefix("rbuild-view-").tempdir()?;
                     layers::mount_overlay_readonly(&lowers, view.path())?;
                     out.views.push(view.path().to_path_buf());
@@ -183,16 +173,54 @@ fn prepare_one(
     Ok(())
 }
 
+/// What a RUN's mounts add to its cache key: the content it binds (a context checksum, or the
+/// key of the stage it binds from). Secrets and caches add nothing: their content must not
+/// decide, or be recorded by, the cache.
+pub fn key_inputs(specs: &[String], env: &Env, graph: &Graph) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let m = parse_mount(spec, &|v| Ok(v.to_string())).map_err(anyhow::Error::msg)?;
+        if m.kind != MountType::Bind {
+            continue;
+        }
+        let name = cache::key::mount(m.target.as_deref().unwrap_or(""));
+        let value = match &m.from {
+            None => {
+                let root = env
+                    .opts
+                    .context
+                    .canonicalize()
+                    .context("the build context")?;
+                let source = inside(&root, m.source.as_deref().unwrap_or("/"))?;
+                let rel = source.strip_prefix(&root).expect("inside the context");
+                env.checksums
+                    .checksum_tree(&root, rel)
+                    .with_context(|| format!("--mount={spec}"))?
+                    .to_string()
+            }
+            Some(from) => {
+                let names: Vec<Option<String>> =
+                    graph.plan.stages.iter().map(|s| s.name.clone()).collect();
+                match stage_ref(&names, from) {
+                    Some(i) => graph.done[i]
+                        .as_ref()
+                        .ok_or_else(|| anyhow!("stage {from} has not been built"))?
+                        .key
+                        .to_string(),
+                    None => StageState::from_image(env, from)?.key.to_string(),
+                }
+            }
+        };
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
 /// The lower dirs of a stage (by name or index) or an image in the store.
-fn source_chain(
-    from: &str,
-    env: &Env,
-    plan: &Plan,
-    done: &[Option<StageState>],
-) -> Result<Vec<PathBuf>> {
-    let names: Vec<Option<String>> = plan.stages.iter().map(|s| s.name.clone()).collect();
+fn source_chain(from: &str, env: &Env, graph: &Graph) -> Result<Vec<PathBuf>> {
+    let names: Vec<Option<String>> = graph.plan.stages.iter().map(|s| s.name.clone()).collect();
     let state = match stage_ref(&names, from) {
-        Some(i) => done[i]
+        Some(i) => graph.done[i]
             .clone()
             .ok_or_else(|| anyhow!("stage {from} has not been built"))?,
         None => StageState::from_image(env, from)?,

@@ -4,10 +4,12 @@
 use super::config;
 use super::state::StageState;
 use super::Env;
+use super::Graph;
 use crate::exec::sandbox::{self, Exit, ExtraMount, Network, Root, Spec};
 use crate::frontend::instruction::{Command, Run};
-use crate::plan::{Plan, Step, PROXY_ARGS};
+use crate::plan::{Step, PROXY_ARGS};
 use anyhow::{bail, Context, Result};
+use cache::LayerRef;
 use std::collections::VecDeque;
 use std::io::Write;
 
@@ -50,16 +52,13 @@ fn resolve_user(spec: &str) -> Result<User> {
 /// The argv for a RUN, BuildKit's way with heredocs: a lone heredoc is the script itself
 /// (run directly when it has a shebang, else through the shell); heredocs inside a longer
 /// command are handed to the shell with their bodies, as a shell would read them.
-fn run_argv(
-    state: &StageState,
-    r: &Run,
-    script: &mut Option<tempfile::TempPath>,
-) -> Result<(Vec<String>, Vec<ExtraMount>)> {
+/// Returns the script to mount at argv[0] for the shebang case.
+fn run_argv(state: &StageState, r: &Run) -> (Vec<String>, Option<(String, String)>) {
     let Command::Shell(text) = &r.command else {
-        return Ok((config::argv(&state.config, &r.command), vec![]));
+        return (config::argv(&state.config, &r.command), None);
     };
     if r.heredocs.is_empty() {
-        return Ok((config::argv(&state.config, &r.command), vec![]));
+        return (config::argv(&state.config, &r.command), None);
     }
     let only_heredoc = r.heredocs.len() == 1
         && text.split_whitespace().count() == 1
@@ -70,26 +69,11 @@ fn run_argv(
     if only_heredoc {
         let doc = &r.heredocs[0];
         if doc.content.starts_with("#!") {
-            let mut file = tempfile::Builder::new()
-                .prefix("rbuild-heredoc-")
-                .tempfile()?;
-            file.write_all(doc.content.as_bytes())?;
-            std::fs::set_permissions(
-                file.path(),
-                std::os::unix::fs::PermissionsExt::from_mode(0o755),
-            )?;
             let target = format!("/dev/pipes/{}", doc.name);
-            let mounts = vec![ExtraMount::Bind {
-                source: file.path().to_path_buf(),
-                target: target.clone(),
-                readonly: true,
-            }];
-            // Closed for writing before it runs: an open writer makes exec fail (ETXTBSY).
-            *script = Some(file.into_temp_path());
-            return Ok((vec![target], mounts));
+            return (vec![target.clone()], Some((target, doc.content.clone())));
         }
         shell.push(doc.content.clone());
-        return Ok((shell, vec![]));
+        return (shell, None);
     }
     let mut full = text.clone();
     for doc in &r.heredocs {
@@ -98,7 +82,19 @@ fn run_argv(
         full.push_str(&doc.name);
     }
     shell.push(full);
-    Ok((shell, vec![]))
+    (shell, None)
+}
+
+/// The history line BuildKit writes for a RUN: build args in scope, then the command.
+pub fn created_by(state: &StageState, step: &Step, r: &Run) -> String {
+    let (argv, _) = run_argv(state, r);
+    let args_text = if step.args.is_empty() {
+        String::new()
+    } else {
+        let kv: Vec<String> = step.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("|{} {} ", kv.len(), kv.join(" "))
+    };
+    format!("RUN {args_text}{} # buildkit", argv.join(" "))
 }
 
 pub fn run(
@@ -107,12 +103,33 @@ pub fn run(
     r: &Run,
     env: &Env,
     progress_id: usize,
-    plan: &Plan,
-    done: &[Option<StageState>],
-) -> Result<()> {
-    let mut script = None;
-    let (argv, mut mounts) = run_argv(state, r, &mut script)?;
-    let prepared = super::mounts::prepare(&r.mounts, env, plan, done)?;
+    graph: &Graph,
+    created_by: String,
+) -> Result<Option<LayerRef>> {
+    let (argv, script) = run_argv(state, r);
+    let mut mounts = Vec::new();
+    // Closed for writing before it runs: an open writer makes exec fail (ETXTBSY).
+    let _script_file = match script {
+        None => None,
+        Some((target, body)) => {
+            let mut file = tempfile::Builder::new()
+                .prefix("rbuild-heredoc-")
+                .tempfile()?;
+            file.write_all(body.as_bytes())?;
+            std::fs::set_permissions(
+                file.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )?;
+            let path = file.into_temp_path();
+            mounts.push(ExtraMount::Bind {
+                source: path.to_path_buf(),
+                target,
+                readonly: true,
+            });
+            Some(path)
+        }
+    };
+    let prepared = super::mounts::prepare(&r.mounts, env, graph)?;
     mounts.extend(prepared.mounts.iter().cloned());
     // ENV wins over ARG; proxy args reach the command without being declared.
     let mut vars = state.config.config.env.clone();
@@ -146,13 +163,6 @@ pub fn run(
         Some("host") => Network::Host,
         _ => env.opts.network,
     };
-    let args_text = if step.args.is_empty() {
-        String::new()
-    } else {
-        let kv: Vec<String> = step.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("|{} {} ", kv.len(), kv.join(" "))
-    };
-    let created_by = format!("RUN {args_text}{} # buildkit", argv.join(" "));
     in_sandbox(
         state,
         env,
@@ -166,7 +176,11 @@ pub fn run(
 }
 
 /// WORKDIR: the directory is made by the sandbox inside the root, owned by the step's user.
-pub fn make_workdir(state: &mut StageState, env: &Env, created_by: &str) -> Result<()> {
+pub fn make_workdir(
+    state: &mut StageState,
+    env: &Env,
+    created_by: String,
+) -> Result<Option<LayerRef>> {
     let vars = state.config.config.env.clone();
     in_sandbox(
         state,
@@ -176,7 +190,7 @@ pub fn make_workdir(state: &mut StageState, env: &Env, created_by: &str) -> Resu
         Network::None,
         vec![],
         super::progress::SILENT,
-        created_by.to_string(),
+        created_by,
     )
 }
 
@@ -190,7 +204,7 @@ fn in_sandbox(
     mounts: Vec<ExtraMount>,
     progress_id: usize,
     created_by: String,
-) -> Result<()> {
+) -> Result<Option<LayerRef>> {
     let area = env.snapshots.step_area()?;
     let mut lowers = state.lower_dirs(env)?;
     if lowers.is_empty() {

@@ -1,11 +1,14 @@
 //! A stage's state while it is built: the image config so far and its layers, and how each
 //! step changes them.
 
+use super::Graph;
 use super::{config, run, Env};
 use crate::frontend::Instruction;
-use crate::plan::{Plan, Step};
+use crate::plan::Step;
 use anyhow::{anyhow, bail, Context, Result};
-use images::{Descriptor, History, ImageConfig, Reference};
+use cache::key::{self as ck, KeyBuilder};
+use cache::{CacheKey, LayerRef, Miss, Record};
+use images::{Descriptor, History, ImageConfig, MediaType, Reference};
 use layers::{write_layer, SourceKind, StepArea, TarOptions};
 use std::path::PathBuf;
 
@@ -15,14 +18,33 @@ pub struct StageState {
     pub layers: Vec<Descriptor>,
     /// CMD was set in this stage (then ENTRYPOINT keeps it; otherwise ENTRYPOINT resets it).
     pub cmd_set: bool,
+    /// Cache key of everything so far: each step's key covers its parent's.
+    pub key: CacheKey,
+    /// Time of the newest step (RFC 3339): history times come from it, so that a build made
+    /// entirely of cache hits writes the same config, byte for byte.
+    pub time: String,
+}
+
+/// How a step was satisfied.
+pub enum Outcome {
+    Ran,
+    Cached,
+}
+
+fn base_key(what: &str, id: &str) -> CacheKey {
+    KeyBuilder::new("rbuild.base.v1")
+        .field(ck::BASE, format!("{what}:{id}"))
+        .finish()
 }
 
 impl StageState {
-    pub fn scratch() -> Self {
+    pub fn scratch(env: &Env) -> Self {
         StageState {
             config: ImageConfig::default(),
             layers: Vec::new(),
             cmd_set: false,
+            key: base_key("scratch", ""),
+            time: images::model::rfc3339_utc(env.epoch.unwrap_or(0)),
         }
     }
 
@@ -53,10 +75,17 @@ impl StageState {
                     .with_context(|| format!("unpacking layer {} of {name}", layer.digest()))?;
             }
         }
+        let time = image
+            .config
+            .created
+            .clone()
+            .unwrap_or_else(|| env.created());
         Ok(StageState {
+            key: base_key("image", image.id().as_ref()),
             layers: image.manifest.layers().clone(),
             config: image.config,
             cmd_set: false,
+            time,
         })
     }
 
@@ -76,30 +105,126 @@ impl StageState {
         step: &Step,
         env: &Env,
         progress_id: usize,
-        plan: &Plan,
-        done: &[Option<StageState>],
-    ) -> Result<()> {
+        graph: &Graph,
+        slot: &str,
+    ) -> Result<Outcome> {
+        let mut key = KeyBuilder::new("rbuild.step.v1");
+        key.push(ck::PARENT, self.key.to_string());
+        key.push(ck::INSTRUCTION, serde_json::to_string(&step.instruction)?);
         match &step.instruction {
-            Instruction::Run(r) => run::run(self, step, r, env, progress_id, plan, done),
+            Instruction::Run(r) => {
+                key.push(ck::PLATFORM, &env.platform);
+                for (k, v) in &step.args {
+                    key.push(&ck::arg(k), v);
+                }
+                for (name, value) in super::mounts::key_inputs(&r.mounts, env, graph)? {
+                    key.push(&name, value);
+                }
+                let created_by = run::created_by(self, step, r);
+                self.cached_or(
+                    env,
+                    progress_id,
+                    slot,
+                    key,
+                    created_by,
+                    |state, created_by| {
+                        run::run(state, step, r, env, progress_id, graph, created_by)
+                    },
+                )
+            }
             Instruction::Workdir { path } => {
                 let path = config::workdir(&self.config, path);
                 self.config.config.working_dir = path.clone();
-                run::make_workdir(self, env, &format!("WORKDIR {path}"))
+                let created_by = format!("WORKDIR {path}");
+                self.cached_or(
+                    env,
+                    progress_id,
+                    slot,
+                    key,
+                    created_by,
+                    |state, created_by| run::make_workdir(state, env, created_by),
+                )
             }
             Instruction::Copy(_) | Instruction::Add(_) => {
                 bail!("COPY and ADD are not implemented yet in rbuild build")
             }
             other => {
                 let created_by = config::apply(self, other);
-                self.push_history(env, created_by, true);
-                Ok(())
+                self.key = key.finish();
+                self.push_history(created_by, true);
+                Ok(Outcome::Cached)
             }
         }
     }
 
-    pub fn push_history(&mut self, env: &Env, created_by: String, empty_layer: bool) {
+    /// A cache hit reuses the recorded layer (and its snapshot); a miss says why, runs `exec`,
+    /// and records the result once its blob is safely in the store.
+    fn cached_or(
+        &mut self,
+        env: &Env,
+        progress_id: usize,
+        slot: &str,
+        key: KeyBuilder,
+        created_by: String,
+        exec: impl FnOnce(&mut Self, String) -> Result<Option<LayerRef>>,
+    ) -> Result<Outcome> {
+        let (key, inputs) = key.into_parts();
+        if !env.opts.no_cache {
+            if let Some(record) = env.cache.lookup_for(slot, &key)? {
+                if self.reuse(env, &record, &created_by)? {
+                    self.key = key;
+                    return Ok(Outcome::Cached);
+                }
+            }
+        }
+        let miss = if env.opts.no_cache {
+            Miss::NoCache
+        } else {
+            env.cache.explain_miss(slot, &inputs)
+        };
+        env.progress.note(progress_id, &miss.to_string());
+        let layer = exec(self, created_by)?;
+        let mut record = Record::new(key, slot, inputs, layer);
+        record.created = env.now_secs();
+        env.cache.record(record)?;
+        self.key = key;
+        Ok(Outcome::Ran)
+    }
+
+    /// Applies a cache record; false when its layer blob is gone (then the step runs).
+    fn reuse(&mut self, env: &Env, record: &Record, created_by: &str) -> Result<bool> {
+        let time = images::model::rfc3339_utc(record.created as i64);
+        let Some(layer) = &record.layer else {
+            self.time = time;
+            self.push_history(created_by.to_string(), true);
+            return Ok(true);
+        };
+        let digest: images::Digest = layer.digest.parse().context("cache record: layer digest")?;
+        let diff_id: images::Digest = layer.diff_id.parse().context("cache record: diffID")?;
+        if !env.store.has_blob(&digest) {
+            return Ok(false);
+        }
+        let mut chain = self.config.rootfs.diff_ids.clone();
+        chain.push(diff_id);
+        let id = layers::chain_id(&chain).expect("non-empty");
+        if !env.snapshots.exists(&id) {
+            env.snapshots
+                .prepare(&chain, env.store.get_blob(&digest)?)?;
+        }
+        self.layers.push(Descriptor::new(
+            MediaType::from(layer.media_type.as_str()),
+            layer.size,
+            digest,
+        ));
+        self.config.rootfs.diff_ids = chain;
+        self.time = time;
+        self.push_history(created_by.to_string(), false);
+        Ok(true)
+    }
+
+    pub fn push_history(&mut self, created_by: String, empty_layer: bool) {
         self.config.history.push(History {
-            created: Some(env.created()),
+            created: Some(self.time.clone()),
             created_by: Some(created_by),
             comment: Some("buildkit.dockerfile.v0".to_string()),
             empty_layer,
@@ -109,12 +234,18 @@ impl StageState {
 
     /// Turns a step's upper dir into a layer blob and a snapshot, or records an empty layer
     /// when the step changed nothing.
-    pub fn commit(&mut self, area: &StepArea, env: &Env, created_by: String) -> Result<()> {
+    pub fn commit(
+        &mut self,
+        area: &StepArea,
+        env: &Env,
+        created_by: String,
+    ) -> Result<Option<LayerRef>> {
+        self.time = images::model::rfc3339_utc(env.now_secs() as i64);
         let upper = area.upper();
         let empty = std::fs::read_dir(&upper)?.next().is_none();
         if empty {
-            self.push_history(env, created_by, true);
-            return Ok(());
+            self.push_history(created_by, true);
+            return Ok(None);
         }
         let opts = TarOptions {
             source: SourceKind::OverlayUpper,
@@ -134,7 +265,12 @@ impl StageState {
         self.layers
             .push(info.descriptor(digests.media_type.clone()));
         self.config.rootfs.diff_ids = chain;
-        self.push_history(env, created_by, false);
-        Ok(())
+        self.push_history(created_by, false);
+        Ok(Some(LayerRef {
+            digest: info.digest.to_string(),
+            diff_id: digests.diff_id.to_string(),
+            size: info.size,
+            media_type: digests.media_type.to_string(),
+        }))
     }
 }

@@ -135,6 +135,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         compression: args.compression.unwrap_or_default(),
         progress: args.progress,
         iidfile: args.iidfile.clone(),
+        no_cache: args.no_cache,
         secrets: args
             .secrets
             .iter()
@@ -142,14 +143,21 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
             .collect::<Result<_>>()?,
     };
     let progress = Progress::new(opts.progress);
+    let cache = cache::Cache::open(store.root().join("cache"))?;
+    let checksums =
+        cache::checksum::Checksummer::open(store.root().join("cache/context-index.json"))?;
     let env = Env {
         store: &store,
         snapshots: &snapshots,
         opts: &opts,
         progress: &progress,
+        cache: &cache,
+        checksums: &checksums,
+        platform: crate::plan::host_platform(),
         epoch: images::archive::source_date_epoch().map(|s| s as i64),
     };
     let built = build::build(&loaded.plan, &name, &env)?;
+    checksums.save()?;
     for tag in &tags {
         eprintln!("naming to {} done", tag.familiar());
     }
