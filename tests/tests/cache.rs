@@ -219,3 +219,43 @@ fn no_cache_reruns_everything_and_instruction_edits_are_named() {
     );
     assert!(cached(&out, "echo first"));
 }
+
+#[test]
+fn prune_keeps_tagged_images_and_all_drops_the_cache() {
+    let p = Project::new();
+    write_context(&p);
+    p.build(&[]);
+    let out = run_ok(&mut p.rbuild(&["prune"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Deleted 0 cache record(s)"),
+        "{out:?}"
+    );
+    let (_, log) = p.build(&[]);
+    assert!(
+        outcomes(&log).iter().all(|(_, o)| o == "CACHED"),
+        "a plain prune keeps the cache in its limits"
+    );
+    let out = run_ok(&mut p.rbuild(&["prune", "--all"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Deleted 5 cache record(s)"),
+        "{out:?}"
+    );
+    let fsck = run_ok(&mut p.rbuild(&["fsck"]));
+    assert!(
+        String::from_utf8_lossy(&fsck.stdout).contains(": ok"),
+        "tagged images are intact"
+    );
+    run_ok(&mut p.rbuild(&["inspect", "c:1"]));
+    let (_, log) = p.build(&[]);
+    assert!(
+        outcomes(&log)
+            .iter()
+            .all(|(_, o)| o.starts_with("not cached")),
+        "{log}"
+    );
+    let bad = p
+        .rbuild(&["prune", "--filter", "label=x"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("only until=DURATION"));
+}

@@ -3,6 +3,7 @@
 mod build;
 mod import;
 mod parse;
+mod prune;
 mod store;
 
 pub use store::open_store;
@@ -51,6 +52,8 @@ enum Command {
     Du,
     /// Verify every blob digest and every ref in the store.
     Fsck,
+    /// Remove build cache, and the blobs and snapshots nothing needs any more.
+    Prune(prune::PruneArgs),
 }
 
 /// `--build-arg` values: `K=V`, or `K` alone to take the value from the environment (like docker).
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
         Some(Command::Save(args)) => store::save(args),
         Some(Command::Du) => store::du(),
         Some(Command::Fsck) => store::fsck(),
+        Some(Command::Prune(args)) => prune::run(args),
         None => build::run(cli.build),
     };
     match result {
