@@ -448,3 +448,30 @@ fn independent_stages_run_side_by_side() {
     p.build_ok(&df, "par:1");
     assert_eq!(read(&p.unpack("par:1"), "final"), "hello\n");
 }
+
+#[test]
+fn cache_mounts_persist_across_builds_and_stay_out_of_layers() {
+    let p = Project::new();
+    let df = "FROM bb:1\n\
+              RUN --mount=type=cache,target=/var/cache/thing,id=things,uid=33,mode=0750 \
+                  echo run >> /var/cache/thing/log && wc -l < /var/cache/thing/log > /count \
+                  && stat -c '%u %a' /var/cache/thing > /owner\n";
+    p.build_ok(df, "cm:1");
+    let out = p.build(df, "cm:1", &["--no-cache"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fs = p.unpack("cm:1");
+    assert_eq!(
+        read(&fs, "count").trim(),
+        "2",
+        "the second build saw the first one's file"
+    );
+    assert_eq!(read(&fs, "owner").trim(), "33 750");
+    assert!(
+        !fs.join("var/cache/thing").exists(),
+        "a cache mount is never in a layer"
+    );
+}

@@ -6,7 +6,7 @@ use super::state::StageState;
 use super::Env;
 use super::Graph;
 use crate::exec::sandbox::ExtraMount;
-use crate::frontend::mount::{parse_mount, Mount, MountType};
+use crate::frontend::mount::{parse_mount, Mount, MountType, Sharing};
 use crate::plan::stage_ref;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
@@ -54,6 +54,8 @@ pub struct Prepared {
     views: Vec<PathBuf>,
     _files: Vec<tempfile::TempPath>,
     _dirs: Vec<tempfile::TempDir>,
+    /// Cache mounts in use: prune leaves them alone, `sharing=locked` excludes other steps.
+    _locks: Vec<cache::MountGuard>,
 }
 
 impl Drop for Prepared {
@@ -165,7 +167,31 @@ fn prepare_one(m: &Mount, env: &Env, graph: &Graph, out: &mut Prepared) -> Resul
                 readonly: m.readonly || m.from.is_some(),
             });
         }
-        MountType::Cache => bail!("cache mounts are not implemented yet"),
+        MountType::Cache => {
+            let target = m.target.clone().unwrap_or_default();
+            if m.from.is_some() {
+                bail!("cache mounts seeded from= a stage are not supported yet");
+            }
+            let id = m.id.clone().unwrap_or_else(|| target.clone());
+            // `private` would hand each concurrent step its own copy; taking turns is the
+            // simpler behaviour that still never lets two steps write one cache at once.
+            let exclusive = m.sharing != Sharing::Shared;
+            let guard = env.cache.lock_mount(&id, exclusive)?;
+            let dir = guard.path().to_path_buf();
+            let uid = nix::unistd::Uid::from_raw(m.uid.unwrap_or(0));
+            let gid = nix::unistd::Gid::from_raw(m.gid.unwrap_or(0));
+            nix::unistd::chown(&dir, Some(uid), Some(gid))?;
+            std::fs::set_permissions(
+                &dir,
+                std::os::unix::fs::PermissionsExt::from_mode(m.mode.unwrap_or(0o755)),
+            )?;
+            out._locks.push(guard);
+            out.mounts.push(ExtraMount::Bind {
+                source: dir,
+                target,
+                readonly: m.readonly,
+            });
+        }
         MountType::Ssh => {
             bail!("ssh mounts are not supported: rbuild has no SSH agent forwarding yet")
         }
