@@ -591,7 +591,11 @@ impl PatternMatcher {
 
     /// Like [`Self::matches_or_parent_matches`], with the parent directory's result given
     /// (use `MatchInfo::default()` when it is not known).
-    pub fn matches_using_parent_results(&self, path: &str, parent: &MatchInfo) -> (bool, MatchInfo) {
+    pub fn matches_using_parent_results(
+        &self,
+        path: &str,
+        parent: &MatchInfo,
+    ) -> (bool, MatchInfo) {
         let known = !parent.parent_matched.is_empty();
         let mut info = MatchInfo {
             parent_matched: vec![false; self.patterns.len()],
