@@ -63,6 +63,22 @@ pub fn mount_overlay(
 
 /// Mount a read-only overlay of `lowers` (top-most first) on `target`.
 pub fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Result<(), MountError> {
+    if let [only] = lowers {
+        // overlayfs wants two lower dirs when it has no upper: one snapshot is simply bound
+        // read-only (a bottom layer has nothing beneath it for whiteouts to hide).
+        let err = |source: rustix::io::Errno| MountError::Mount {
+            target: target.to_path_buf(),
+            how: "read-only bind".to_string(),
+            source: source.into(),
+        };
+        rustix::mount::mount_bind(only, target).map_err(err)?;
+        return rustix::mount::mount_remount(
+            target,
+            rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
+            "",
+        )
+        .map_err(err);
+    }
     mount_impl(lowers, None, target)
 }
 

@@ -6,6 +6,7 @@
 //! the snapshot the next step mounts. Config-only steps only edit the image config.
 
 mod config;
+mod copy;
 mod mounts;
 mod progress;
 mod run;
@@ -57,6 +58,8 @@ pub struct Env<'a> {
     pub opts: &'a BuildOptions,
     pub progress: &'a Progress,
     pub cache: &'a cache::Cache,
+    /// The build context, with its .dockerignore.
+    pub context: &'a crate::context::Context,
     /// Content checksums of context files, remembered by stat between builds.
     pub checksums: &'a cache::checksum::Checksummer,
     /// `os/arch` being built for; part of every RUN's cache key.

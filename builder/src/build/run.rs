@@ -16,39 +16,6 @@ use std::io::Write;
 /// Lines of output shown when a step fails.
 const TAIL_LINES: usize = 20;
 
-/// A user resolved for a step.
-struct User {
-    uid: u32,
-    gid: u32,
-    groups: Vec<u32>,
-}
-
-/// `USER` as numbers. Names need the image's /etc/passwd (resolved by `exec::users`).
-fn resolve_user(spec: &str) -> Result<User> {
-    if spec.is_empty() {
-        return Ok(User {
-            uid: 0,
-            gid: 0,
-            groups: vec![],
-        });
-    }
-    let (u, g) = spec.split_once(':').unwrap_or((spec, ""));
-    let uid: u32 = u.parse().with_context(|| {
-        format!("USER {spec}: user names are not supported yet, use a numeric uid")
-    })?;
-    let gid: u32 = if g.is_empty() {
-        0
-    } else {
-        g.parse()
-            .with_context(|| format!("USER {spec}: group names are not supported yet"))?
-    };
-    Ok(User {
-        uid,
-        gid,
-        groups: vec![gid],
-    })
-}
-
 /// The argv for a RUN, BuildKit's way with heredocs: a lone heredoc is the script itself
 /// (run directly when it has a shebang, else through the shell); heredocs inside a longer
 /// command are handed to the shell with their bodies, as a shell would read them.
@@ -143,14 +110,6 @@ pub fn run(
         }
     }
     vars.extend(prepared.env.iter().cloned());
-    // Docker sets HOME for the step's user when the image does not.
-    if !has(&vars, "HOME") {
-        let root = state.config.config.user.is_empty()
-            || state.config.config.user.starts_with("0:")
-            || state.config.config.user == "0"
-            || state.config.config.user.starts_with("root");
-        vars.push(format!("HOME={}", if root { "/root" } else { "/" }));
-    }
     for k in PROXY_ARGS {
         if let Some(v) = env.opts.build_args.get(k) {
             if !has(&vars, k) {
@@ -215,7 +174,8 @@ fn in_sandbox(
     }
     let merged = area.merged();
     layers::mount_overlay(&lowers, &area.upper(), &area.work(), &merged)?;
-    let user = resolve_user(&state.config.config.user);
+    let user = crate::exec::users::resolve_user(&merged, &state.config.config.user)
+        .with_context(|| format!("USER {}", state.config.config.user));
     let outcome = user.and_then(|user| {
         let cwd = match state.config.config.working_dir.as_str() {
             "" => "/".to_string(),
@@ -229,6 +189,14 @@ fn in_sandbox(
                 }
             })
             .collect();
+        // Docker sets HOME from the user's passwd entry when the image does not.
+        let mut vars = vars;
+        if !vars.iter().any(|e| e.starts_with("HOME=")) {
+            vars.push(format!(
+                "HOME={}",
+                user.home.clone().unwrap_or_else(|| "/".to_string())
+            ));
+        }
         let spec = Spec {
             root: Root::Dir(merged.clone()),
             argv: argv.clone(),

@@ -145,8 +145,20 @@ impl StageState {
                     |state, created_by| run::make_workdir(state, env, created_by),
                 )
             }
-            Instruction::Copy(_) | Instruction::Add(_) => {
-                bail!("COPY and ADD are not implemented yet in rbuild build")
+            Instruction::Copy(c) | Instruction::Add(c) => {
+                let add = matches!(step.instruction, Instruction::Add(_));
+                for (name, value) in super::copy::key_inputs(c, add, env, graph)? {
+                    key.push(&name, value);
+                }
+                let created_by = super::copy::created_by(c, add);
+                self.cached_or(
+                    env,
+                    progress_id,
+                    slot,
+                    key,
+                    created_by,
+                    |state, created_by| super::copy::run(state, c, add, env, graph, created_by),
+                )
             }
             other => {
                 let created_by = config::apply(self, other);

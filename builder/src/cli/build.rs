@@ -146,6 +146,8 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     let cache = cache::Cache::open(store.root().join("cache"))?;
     let checksums =
         cache::checksum::Checksummer::open(store.root().join("cache/context-index.json"))?;
+    let context = crate::context::Context::open(&opts.context, &opts.dockerfile)
+        .with_context(|| format!("cannot use {} as the build context", opts.context.display()))?;
     let env = Env {
         store: &store,
         snapshots: &snapshots,
@@ -153,6 +155,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         progress: &progress,
         cache: &cache,
         checksums: &checksums,
+        context: &context,
         platform: crate::plan::host_platform(),
         epoch: images::archive::source_date_epoch().map(|s| s as i64),
     };
