@@ -424,11 +424,17 @@ impl Checksummer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The checksum of `root/rel` without following a final symlink. For a directory, the
-    /// same as [`checksum_tree`](Self::checksum_tree).
+    /// The checksum of `root/rel` without following a final symlink. For a directory, only
+    /// its own metadata: a caller that lists a directory's entries (COPY, after
+    /// `.dockerignore`) checksums each of them, so an ignored file never counts.
     pub fn checksum(&self, root: &Path, rel: &Path) -> Result<FileSum> {
         let abs = join(root, rel)?;
-        self.sum_path(&abs, None)
+        let md = fs::symlink_metadata(&abs).ctx("stat", &abs)?;
+        if md.is_dir() {
+            self.sum_metadata(&abs, &md)
+        } else {
+            self.sum_path(&abs, Some(md))
+        }
     }
 
     /// The checksum of the tree at `root/rel`: a directory's own metadata and each entry, by
@@ -448,7 +454,7 @@ impl Checksummer {
         } else if md.is_file() {
             self.sum_regular(abs, md)
         } else {
-            self.sum_special(abs, &md)
+            self.sum_metadata(abs, &md)
         }
     }
 
@@ -473,7 +479,9 @@ impl Checksummer {
         Ok(FileSum::from_bytes(hasher.finalize().into()))
     }
 
-    fn sum_special(&self, abs: &Path, md: &Metadata) -> Result<FileSum> {
+    /// Type, mode, owner and xattrs, plus a symlink's target or a device's number: all there
+    /// is to a special file, and a directory's own part.
+    fn sum_metadata(&self, abs: &Path, md: &Metadata) -> Result<FileSum> {
         let xattrs = sys::list_xattrs(Node::Path(abs)).ctx("read xattrs of", abs)?;
         let mut hasher = Sha256::new();
         header(&mut hasher, md, &xattrs);

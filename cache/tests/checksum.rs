@@ -316,10 +316,13 @@ fn checksum_layout_is_as_documented() {
         cs.checksum_tree(root, Path::new("d")).unwrap().as_bytes()[..],
         h.finalize()[..]
     );
-    assert_eq!(
-        sum(&cs, root, "d"),
-        cs.checksum_tree(root, Path::new("./d")).unwrap()
-    );
+    // A directory's own checksum is its metadata only: a change inside shows in the tree's.
+    let own = sum(&cs, root, "d");
+    let tree = cs.checksum_tree(root, Path::new("./d")).unwrap();
+    assert_ne!(own, tree);
+    std::fs::write(root.join("d/f"), b"changed inside").unwrap();
+    assert_eq!(sum(&cs, root, "d"), own);
+    assert_ne!(cs.checksum_tree(root, Path::new("d")).unwrap(), tree);
 
     let s = sum(&cs, root, "d/f");
     assert_eq!(s.to_string().parse::<FileSum>().unwrap(), s);

@@ -6,23 +6,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The workspace's `target/<profile>/rbuild`, built if missing.
+/// The workspace's `target/<profile>/rbuild`, brought up to date once per test process:
+/// `cargo test -p rbuild-tests` alone would otherwise run a stale binary.
 pub fn rbuild_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/rbuild
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("rbuild");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "builder"])
-            .status()
-            .expect("cargo build");
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>/rbuild
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "builder",
+            "--bin",
+            "rbuild",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build -p builder failed");
-    }
-    bin
+        profile_dir.join("rbuild")
+    })
+    .clone()
 }
 
 /// Runs a command, failing the test with its output when it does not succeed.

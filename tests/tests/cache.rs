@@ -259,3 +259,30 @@ fn prune_keeps_tagged_images_and_all_drops_the_cache() {
         .unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("only until=DURATION"));
 }
+
+#[test]
+fn copy_sources_are_keyed_by_content_not_mtime() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.ctx().join("conf")).unwrap();
+    std::fs::write(p.ctx().join("conf/app.conf"), "a=1\n").unwrap();
+    std::fs::write(p.ctx().join("conf/other.conf"), "b=1\n").unwrap();
+    std::fs::write(
+        p.ctx().join("Dockerfile"),
+        "FROM bb:1\nRUN echo before > /before\nCOPY conf/ /etc/app/\nRUN cat /etc/app/app.conf > /seen\n",
+    )
+    .unwrap();
+    p.build(&[]);
+    run_ok(Command::new("touch").arg(p.ctx().join("conf/app.conf")));
+    let (_, log) = p.build(&[]);
+    assert!(
+        outcomes(&log).iter().all(|(_, o)| o == "CACHED"),
+        "touch keeps every hit: {log}"
+    );
+    std::fs::write(p.ctx().join("conf/app.conf"), "a=2\n").unwrap();
+    let (_, log) = p.build(&[]);
+    let out = outcomes(&log);
+    assert!(cached(&out, "echo before"));
+    let copy = &out.iter().find(|(t, _)| t.starts_with("COPY")).unwrap().1;
+    assert_eq!(copy, "not cached: file conf/app.conf changed");
+    assert!(!cached(&out, "cat /etc/app"), "{out:?}");
+}
