@@ -475,3 +475,54 @@ fn cache_mounts_persist_across_builds_and_stay_out_of_layers() {
         "a cache mount is never in a layer"
     );
 }
+
+#[test]
+fn killed_during_layer_export_leaves_a_clean_store() {
+    let p = Project::new();
+    let ctx = p.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // Random data compresses slowly: the export takes long enough to be caught.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb:1\nRUN head -c 200000000 /dev/urandom > /big\n",
+    )
+    .unwrap();
+    let mut child = p
+        .rbuild(&["build", "-t", "x:1", ctx.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ingest = p.store().join("ingest");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let writing = || {
+        std::fs::read_dir(&ingest).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > 1_000_000))
+        })
+    };
+    while !writing() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the export never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before its export was caught"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = images::Store::open(p.store()).unwrap();
+    let problems = store.fsck().unwrap();
+    assert!(problems.iter().all(|x| x.is_harmless()), "{problems:?}");
+    assert!(
+        store
+            .resolve(&images::Reference::parse("x:1").unwrap())
+            .is_err(),
+        "nothing tagged"
+    );
+    assert!(!mounts_mention(&p.store()));
+    p.build_ok("FROM bb:1\nRUN echo fine > /fine\n", "x:2");
+}

@@ -1,6 +1,7 @@
 //! End to end with real parts (slow: mmdebstrap once, then cached): a Debian bookworm rootfs
 //! imported by rbuild is accepted by skopeo and umoci straight from the store, and
-//! `rbuild save | docker load` gives an image that `docker run` runs.
+//! `rbuild save | docker load` gives an image that `docker run` runs; so does an image built
+//! on it with `apt-get install nginx-light`.
 
 use rbuild_tests::{bookworm_rootfs, rbuild_bin, require_tool, run_ok, Docker};
 use std::process::{Command, Stdio};
@@ -71,4 +72,34 @@ fn imported_bookworm_runs_under_docker() {
         );
     assert_eq!(String::from_utf8_lossy(&cmd.stdout).trim(), r#"["bash"]"#);
     run_ok(docker.cmd().args(["rmi", name]));
+
+    // A real Debian build on that base: apt-get over the host network, then docker run.
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {name}\nRUN apt-get update && apt-get install -y --no-install-recommends nginx-light \
+             && rm -rf /var/lib/apt/lists/*\nCMD [\"nginx\", \"-v\"]\n"
+        ),
+    )
+    .unwrap();
+    let archive = dir.path().join("nginx.tar");
+    let out = format!("type=docker,dest={}", archive.display());
+    let web = "rbuild-e2e/nginx:1";
+    run_ok(&mut rbuild(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        web,
+        "-o",
+        &out,
+        ctx.to_str().unwrap(),
+    ]));
+    run_ok(docker.cmd().arg("load").arg("-i").arg(&archive));
+    let version = run_ok(docker.cmd().args(["run", "--rm", "--network", "none", web]));
+    let text = String::from_utf8_lossy(&version.stderr);
+    assert!(text.contains("nginx version: nginx/"), "{text}");
+    run_ok(docker.cmd().args(["rmi", web]));
 }

@@ -48,6 +48,10 @@ pub struct BuildArgs {
     /// Expose a secret to RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     pub secrets: Vec<String>,
+    /// Also write the image as an archive: type=docker,dest=FILE (for docker load) or
+    /// type=oci,dest=FILE.
+    #[arg(short = 'o', long = "output", value_name = "type=docker|oci,dest=FILE")]
+    pub output: Option<String>,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -100,7 +104,26 @@ fn default_tag(dockerfile: &Path) -> Result<Reference> {
         .with_context(|| format!("no usable image name from {}: pass -t NAME", dir.display()))
 }
 
+/// `-o type=docker,dest=FILE` / `type=oci,dest=FILE` (Docker's syntax).
+fn parse_output(spec: &str) -> Result<(images::Format, PathBuf)> {
+    let mut format = None;
+    let mut dest = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", "docker")) => format = Some(images::Format::Docker),
+            Some(("type", "oci")) => format = Some(images::Format::Oci),
+            Some(("dest", d)) => dest = Some(PathBuf::from(d)),
+            _ => anyhow::bail!("-o {spec}: expected type=docker|oci,dest=FILE"),
+        }
+    }
+    match (format, dest) {
+        (Some(f), Some(d)) => Ok((f, d)),
+        _ => anyhow::bail!("-o {spec}: expected type=docker|oci,dest=FILE"),
+    }
+}
+
 pub fn run(args: BuildArgs) -> Result<ExitCode> {
+    let output = args.output.as_deref().map(parse_output).transpose()?;
     let (file, context) = args.resolve();
     let name = file.display().to_string();
     let source = read_dockerfile(&name)?;
@@ -163,6 +186,11 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     checksums.save()?;
     for tag in &tags {
         eprintln!("naming to {} done", tag.familiar());
+    }
+    if let Some((format, dest)) = &output {
+        images::archive::save_to_path(&store, &tags, dest, *format)
+            .with_context(|| format!("cannot write {}", dest.display()))?;
+        eprintln!("exported to {}", dest.display());
     }
     if let Some(path) = &opts.iidfile {
         std::fs::write(path, built.id.to_string())
