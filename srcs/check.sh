@@ -137,7 +137,13 @@ persistence() {
         { echo "REST create failed"; return 1; }
     $COMPOSE -f "$COMPOSE_FILE" down && $COMPOSE -f "$COMPOSE_FILE" up -d || return 1
     wait_healthy || { echo "stack not healthy after up"; return 1; }
-    "${CURL[@]}" "$BASE/" | grep -q "$marker" || { echo "post '$marker' is gone"; return 1; }
+    # Healthy is not yet converged: nginx re-resolves its upstreams on the first requests.
+    for _ in $(seq 15); do
+        "${CURL[@]}" "$BASE/" | grep -q "$marker" && return 0
+        sleep 1
+    done
+    echo "post '$marker' is gone"
+    return 1
 }
 
 check "home page answers 200 with the site title" home_has_title
