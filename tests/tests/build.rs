@@ -526,3 +526,96 @@ fn killed_during_layer_export_leaves_a_clean_store() {
     assert!(!mounts_mention(&p.store()));
     p.build_ok("FROM bb:1\nRUN echo fine > /fine\n", "x:2");
 }
+
+#[test]
+fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
+    let p = Project::new();
+    p.build_ok(
+        "FROM bb:1\nONBUILD RUN echo triggered > /trig\nCMD [\"sh\"]\n",
+        "parent:1",
+    );
+    let parent = p.image("parent:1").config;
+    assert_eq!(parent.config.on_build, ["RUN echo triggered > /trig"]);
+    assert!(
+        !p.unpack("parent:1").join("trig").exists(),
+        "a trigger waits for a child"
+    );
+    let out = p.build(
+        "FROM parent:1\nRUN cat /trig > /seen\nENTRYPOINT [\"/bin/env\"]\n",
+        "child:1",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fs = p.unpack("child:1");
+    assert_eq!(
+        read(&fs, "seen"),
+        "triggered\n",
+        "the trigger ran before the child's own steps"
+    );
+    let child = p.image("child:1").config;
+    assert!(
+        child.config.on_build.is_empty(),
+        "triggers are not inherited"
+    );
+    assert_eq!(
+        child.config.cmd, None,
+        "a new ENTRYPOINT drops the base's CMD"
+    );
+}
+
+#[test]
+fn user_names_shell_tmpfs_add_tar_and_maintainer() {
+    let p = Project::new();
+    let ctx = p.dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("payload/dir")).unwrap();
+    std::fs::write(ctx.join("payload/dir/file.txt"), "inside the archive\n").unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(ctx.join("payload"))
+            .arg("-czf")
+            .arg(ctx.join("app.tar.gz"))
+            .arg("dir"),
+    );
+    let df = "FROM bb:1\n\
+        MAINTAINER someone@example.com\n\
+        RUN echo 'www:x:33:44:web:/var/www:/bin/sh' >> /etc/passwd && printf 'www:x:44:\\nextra:x:99:www\\n' > /etc/group && mkdir -p /var/www && chown 33:44 /var/www\n\
+        USER www\n\
+        RUN echo \"$(id -u) $(id -g) $(id -G) $HOME\" > /var/www/ids\n\
+        USER root\n\
+        SHELL [\"/bin/env\", \"VIA_SHELL=yes\", \"/bin/sh\", \"-c\"]\n\
+        RUN echo $VIA_SHELL > /shell\n\
+        RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/f && cat /scratch/f > /tmpfs\n\
+        ADD app.tar.gz /opt/\n";
+    let out = p.build(df, "misc:1", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fs = p.unpack("misc:1");
+    assert_eq!(
+        read(&fs, "var/www/ids"),
+        "33 44 44 99 /var/www\n",
+        "USER by name: uid, gid, groups, HOME"
+    );
+    assert_eq!(read(&fs, "shell"), "yes\n", "SHELL runs shell-form RUN");
+    assert_eq!(read(&fs, "tmpfs"), "t\n");
+    assert!(
+        !fs.join("scratch").exists(),
+        "tmpfs mount points stay out of layers"
+    );
+    assert_eq!(
+        read(&fs, "opt/dir/file.txt"),
+        "inside the archive\n",
+        "ADD extracts a local tar"
+    );
+    assert_eq!(
+        p.image("misc:1").config.author.as_deref(),
+        Some("someone@example.com")
+    );
+}
