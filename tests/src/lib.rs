@@ -64,6 +64,37 @@ pub fn require_tool(tool: &str, package: &str) {
     );
 }
 
+/// A small base image for build tests, as a tarball at `DIR/bb.tar`: a static busybox with
+/// every applet in /bin, /tmp (1777) and an /etc/passwd with root.
+pub fn busybox_tar(dir: &Path) -> PathBuf {
+    require_tool("busybox", "busybox-static");
+    let root = dir.join("bbroot");
+    for d in ["bin", "etc", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::set_permissions(
+        root.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    let applets = run_ok(Command::new("/bin/busybox").arg("--list")).stdout;
+    for applet in String::from_utf8(applets).unwrap().lines() {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    let tar = dir.join("bb.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    tar
+}
+
 /// A directory that survives between test runs, for slow-to-make inputs.
 pub fn cache_dir() -> PathBuf {
     let dir = std::env::var_os("RBUILD_TEST_CACHE")

@@ -1,7 +1,7 @@
 //! `rbuild build` on a busybox base, checked from the outside: the image's config, and its
 //! layers applied with the layers crate. Also what a failing or killed build leaves behind.
 
-use rbuild_tests::{rbuild_bin, run_ok};
+use rbuild_tests::{busybox_tar, rbuild_bin, run_ok};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -16,31 +16,7 @@ impl Project {
             .prefix("rbuild-build-")
             .tempdir()
             .unwrap();
-        let root = dir.path().join("bbroot");
-        for d in ["bin", "etc", "tmp"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        std::fs::set_permissions(
-            root.join("tmp"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-        )
-        .unwrap();
-        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-            .expect("apt-get install busybox-static");
-        let applets = run_ok(Command::new("/bin/busybox").arg("--list")).stdout;
-        for applet in String::from_utf8(applets).unwrap().lines() {
-            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
-        }
-        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-        let tar = dir.path().join("bb.tar");
-        run_ok(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&root)
-                .arg("-cf")
-                .arg(&tar)
-                .arg("."),
-        );
+        let tar = busybox_tar(dir.path());
         let p = Project { dir };
         run_ok(&mut p.rbuild(&["import", tar.to_str().unwrap(), "bb:1"]));
         p

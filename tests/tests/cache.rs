@@ -1,7 +1,7 @@
 //! The build cache from the outside: which steps a rebuild reruns, what it says about why, and
 //! that an unchanged rebuild adds nothing to the store.
 
-use rbuild_tests::{rbuild_bin, run_ok};
+use rbuild_tests::{busybox_tar, rbuild_bin, run_ok};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -15,31 +15,7 @@ impl Project {
             .prefix("rbuild-cache-")
             .tempdir()
             .unwrap();
-        let root = dir.path().join("bbroot");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-            .expect("apt-get install busybox-static");
-        for applet in [
-            "sh",
-            "cat",
-            "echo",
-            "cp",
-            "sha256sum",
-            "stat",
-            "date",
-            "mkdir",
-        ] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-        let tar = dir.path().join("bb.tar");
-        run_ok(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&root)
-                .arg("-cf")
-                .arg(&tar)
-                .arg("."),
-        );
+        let tar = busybox_tar(dir.path());
         let p = Project { dir };
         std::fs::create_dir_all(p.ctx()).unwrap();
         run_ok(&mut p.rbuild(&["import", tar.to_str().unwrap(), "bb:1"]));

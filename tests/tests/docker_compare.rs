@@ -2,7 +2,7 @@
 //! `DOCKER_BUILDKIT=1 docker build` from the same busybox base, and the two images' config
 //! fields and exported file trees must match (timestamps aside).
 
-use rbuild_tests::{rbuild_bin, run_ok, Docker};
+use rbuild_tests::{busybox_tar, rbuild_bin, run_ok, Docker};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -152,26 +152,7 @@ fn fixtures_build_like_docker_buildkit() {
         cmd
     };
     // One busybox base for both builders.
-    let root = dir.path().join("bbroot");
-    for d in ["bin", "etc", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("apt-get install busybox-static");
-    let applets = run_ok(Command::new("/bin/busybox").arg("--list")).stdout;
-    for applet in String::from_utf8(applets).unwrap().lines() {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
-    }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    let tar = dir.path().join("bb.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    );
+    let tar = busybox_tar(dir.path());
     run_ok(&mut rbuild(&["import", tar.to_str().unwrap(), "bb:1"]));
     let mut save = rbuild(&["save", "bb:1"])
         .stdout(Stdio::piped())

@@ -1,7 +1,7 @@
 //! The store commands as a user runs them, on a real store: import, list, tag, inspect,
 //! history, save, rmi, du, fsck, and what a bad input or a kill leaves behind.
 
-use rbuild_tests::{rbuild_bin, run_ok};
+use rbuild_tests::{busybox_tar, rbuild_bin, run_ok};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -45,23 +45,8 @@ impl Env {
         out
     }
 
-    /// A tarball of a static busybox root.
     fn busybox_tar(&self) -> PathBuf {
-        let root = self.work.join("bbroot");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-            .expect("apt-get install busybox-static");
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin/sh"));
-        let tar = self.work.join("bb.tar");
-        run_ok(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&root)
-                .arg("-cf")
-                .arg(&tar)
-                .arg("."),
-        );
-        tar
+        busybox_tar(&self.work)
     }
 }
 

@@ -82,18 +82,9 @@ pub fn run(
     let mut req = CopyRequest::from_instruction(c, add);
     req.mtime = env.epoch;
     let area = env.snapshots.step_area()?;
-    let mut lowers = state.lower_dirs(env)?;
-    if lowers.is_empty() {
-        let empty = area.merged().with_file_name("empty");
-        std::fs::create_dir_all(&empty)?;
-        lowers.push(empty);
-    }
+    state.mount_step(env, &area)?;
     let merged = area.merged();
-    layers::mount_overlay(&lowers, &area.upper(), &area.work(), &merged)?;
-    let workdir = match state.config.config.working_dir.as_str() {
-        "" => "/".to_string(),
-        w => w.to_string(),
-    };
+    let workdir = state.workdir();
     let result = match &c.from {
         None => {
             copy(&req, Source::Context(env.context), &merged, &workdir).map_err(anyhow::Error::from)

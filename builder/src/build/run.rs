@@ -165,22 +165,12 @@ fn in_sandbox(
     created_by: String,
 ) -> Result<Option<LayerRef>> {
     let area = env.snapshots.step_area()?;
-    let mut lowers = state.lower_dirs(env)?;
-    if lowers.is_empty() {
-        // overlayfs needs a lower dir; FROM scratch has none.
-        let empty = area.merged().with_file_name("empty");
-        std::fs::create_dir_all(&empty)?;
-        lowers.push(empty);
-    }
+    let lowers = state.mount_step(env, &area)?;
     let merged = area.merged();
-    layers::mount_overlay(&lowers, &area.upper(), &area.work(), &merged)?;
     let user = crate::exec::users::resolve_user(&merged, &state.config.config.user)
         .with_context(|| format!("USER {}", state.config.config.user));
     let outcome = user.and_then(|user| {
-        let cwd = match state.config.config.working_dir.as_str() {
-            "" => "/".to_string(),
-            w => w.to_string(),
-        };
+        let cwd = state.workdir();
         let targets: Vec<String> = mounts
             .iter()
             .map(|m| match m {

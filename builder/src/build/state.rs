@@ -100,6 +100,28 @@ impl StageState {
         Ok(env.snapshots.lower_dirs(&self.config.rootfs.diff_ids)?)
     }
 
+    /// Mounts a step's overlay on the area's `merged` dir: the stage so far below, the
+    /// area's fresh upper dir on top. Returns the lower dirs.
+    pub fn mount_step(&self, env: &Env, area: &StepArea) -> Result<Vec<PathBuf>> {
+        let mut lowers = self.lower_dirs(env)?;
+        if lowers.is_empty() {
+            // overlayfs needs a lower dir; FROM scratch has none.
+            let empty = area.merged().with_file_name("empty");
+            std::fs::create_dir_all(&empty)?;
+            lowers.push(empty);
+        }
+        layers::mount_overlay(&lowers, &area.upper(), &area.work(), &area.merged())?;
+        Ok(lowers)
+    }
+
+    /// WORKDIR, `/` when unset.
+    pub fn workdir(&self) -> String {
+        match self.config.config.working_dir.as_str() {
+            "" => "/".to_string(),
+            w => w.to_string(),
+        }
+    }
+
     pub fn apply(
         &mut self,
         step: &Step,

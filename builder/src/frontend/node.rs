@@ -129,6 +129,8 @@ fn is_go_printable(c: char) -> bool {
         || (0x80..0xa0).contains(&u)
         || u == 0xa0
         || u == 0xad
+        || (0x600..=0x605).contains(&u)
+        || matches!(u, 0x61c | 0x6dd | 0x70f | 0x180e)
         || (0x2000..=0x200f).contains(&u)
         || (0x2028..=0x202f).contains(&u)
         || (0x205f..=0x206f).contains(&u)

@@ -24,7 +24,6 @@
 //! instead of unbounded recursion.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::hash::BuildHasher;
 
 /// Deepest `${...}` nesting accepted. BuildKit has no limit (Go stacks grow); we recurse on a
@@ -87,7 +86,7 @@ impl<T: Env + ?Sized> Env for &T {
 /// A word that could not be expanded. Displays like BuildKit's error:
 /// `failed to process "he${X?}": X: is not allowed to be unset`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("failed to process {}: {reason}", go_quote(.word))]
+#[error("failed to process {}: {reason}", super::node::go_quote(.word))]
 pub struct ShellError {
     word: String,
     reason: String,
@@ -830,51 +829,6 @@ fn template_reference(s: &[char]) -> Option<(bool, usize)> {
     }
     // Only group 0 exists; "00" and "0x" are names (leading zero / non-digit), not numbers.
     Some((len == 1 && body[0] == '0', consumed))
-}
-
-/// Go's `%q` of a string, for error messages. Printability is approximated with Rust's tables.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if is_go_printable(c) => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if (c as u32) < 0x10000 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", c as u32);
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn is_go_printable(c: char) -> bool {
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    // Common format (Cf) and private-use characters, which Go does not consider printable.
-    !matches!(c as u32,
-        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x180E | 0x200B..=0x200F
-        | 0x202A..=0x202E | 0x2060..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
-        | 0xE000..=0xF8FF | 0xF0000..)
 }
 
 #[cfg(test)]
