@@ -57,7 +57,9 @@ use sha2::{Digest, Sha256};
 use crate::digest::sha256_newtype;
 use crate::error::{Error, IoContext, Result};
 use crate::record::Warning;
-use crate::sys::{self, Node};
+use crate::sys;
+use layers::xattr::{self, Node};
+use std::os::fd::AsFd;
 
 sha256_newtype!(
     /// The checksum of a context file or tree (see the [module docs](self) for what it covers),
@@ -236,7 +238,7 @@ fn kind_byte(ft: &fs::FileType) -> u8 {
 }
 
 /// The common header: magic, kind, mode, owner, xattrs.
-fn header(hasher: &mut Sha256, md: &Metadata, xattrs: &[sys::Xattr]) {
+fn header(hasher: &mut Sha256, md: &Metadata, xattrs: &[xattr::Xattr]) {
     hasher.update(b"rbuild.filesum.v1\0");
     hasher.update([kind_byte(&md.file_type())]);
     hasher.update(md.mode().to_be_bytes());
@@ -465,7 +467,7 @@ impl Checksummer {
             names.push(entry.file_name());
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let xattrs = sys::list_xattrs(Node::Path(abs)).ctx("read xattrs of", abs)?;
+        let xattrs = xattr::list(Node::Path(abs)).ctx("read xattrs of", abs)?;
         let mut hasher = Sha256::new();
         header(&mut hasher, md, &xattrs);
         hasher.update((names.len() as u64).to_be_bytes());
@@ -482,7 +484,7 @@ impl Checksummer {
     /// Type, mode, owner and xattrs, plus a symlink's target or a device's number: all there
     /// is to a special file, and a directory's own part.
     fn sum_metadata(&self, abs: &Path, md: &Metadata) -> Result<FileSum> {
-        let xattrs = sys::list_xattrs(Node::Path(abs)).ctx("read xattrs of", abs)?;
+        let xattrs = xattr::list(Node::Path(abs)).ctx("read xattrs of", abs)?;
         let mut hasher = Sha256::new();
         header(&mut hasher, md, &xattrs);
         let ft = md.file_type();
@@ -542,7 +544,7 @@ impl Checksummer {
         if StatKey::of(&md) != *stat || !md.is_file() {
             return Ok(None);
         }
-        let xattrs = sys::list_xattrs(Node::Fd(&file)).ctx("read xattrs of", abs)?;
+        let xattrs = xattr::list(Node::Fd(file.as_fd())).ctx("read xattrs of", abs)?;
         let mut hasher = Sha256::new();
         header(&mut hasher, &md, &xattrs);
         hasher.update(stat.size.to_be_bytes());

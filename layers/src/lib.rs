@@ -27,6 +27,7 @@ mod resolve;
 pub mod snapshot;
 mod sys;
 pub mod writer;
+pub mod xattr;
 
 pub use apply::{apply, ApplyError, ApplyMode, ApplyOptions, ApplyStats, Refusal};
 pub use compress::{Compression, Detected, LayerDigests, LayerWriter};

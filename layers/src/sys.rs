@@ -1,7 +1,6 @@
 //! Small syscall helpers shared by the writer, the applier and the snapshotter: xattr listing,
 //! `/proc/self/fd` paths for nodes that cannot be opened, and an fd-relative recursive remove.
 
-use rustix::buffer::spare_capacity;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
@@ -11,14 +10,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// One extended attribute, name and value as bytes.
-pub(crate) type Xattr = (Vec<u8>, Vec<u8>);
-
-/// Overlay's own bookkeeping: never copied into a layer, never restored from one (a restored
-/// `trusted.overlay.redirect` would make a later overlay mount look somewhere else).
-pub(crate) fn is_overlay_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
-}
-
 /// A path that names `name` inside the directory `dir` without resolving anything again:
 /// the only way to reach a symlink, fifo or device node for `l*xattr` without opening it.
 pub(crate) fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> PathBuf {
@@ -28,91 +19,6 @@ pub(crate) fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> PathBuf {
         p.push(OsStr::from_bytes(name));
     }
     p
-}
-
-/// Where xattrs are read from: an open regular file or directory, or a path for the rest.
-#[derive(Clone, Copy)]
-pub(crate) enum Node<'a> {
-    Fd(BorrowedFd<'a>),
-    Path(&'a std::path::Path),
-}
-
-/// All xattrs of a node, sorted by name. A filesystem without xattr support has none.
-pub(crate) fn list_xattrs(node: Node<'_>) -> io::Result<Vec<Xattr>> {
-    let names = loop {
-        let want = match node {
-            Node::Fd(fd) => rfs::flistxattr_query(fd),
-            Node::Path(p) => rfs::llistxattr_query(p),
-        };
-        let want = match want {
-            Ok(n) => n,
-            Err(Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        if want == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = Vec::with_capacity(want);
-        let got = match node {
-            Node::Fd(fd) => rfs::flistxattr(fd, spare_capacity(&mut buf)),
-            Node::Path(p) => rfs::llistxattr(p, spare_capacity(&mut buf)),
-        };
-        match got {
-            Ok(_) => break buf,
-            // The list grew between the two calls.
-            Err(Errno::RANGE) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let mut out = Vec::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        match get_xattr(node, name)? {
-            Some(value) => out.push((name.to_vec(), value)),
-            None => continue, // removed meanwhile
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn get_xattr(node: Node<'_>, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    let name = OsStr::from_bytes(name);
-    loop {
-        let want = match node {
-            Node::Fd(fd) => rfs::fgetxattr_query(fd, name),
-            Node::Path(p) => rfs::lgetxattr_query(p, name),
-        };
-        let want = match want {
-            Ok(n) => n,
-            Err(Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        if want == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        let mut buf = Vec::with_capacity(want);
-        let got = match node {
-            Node::Fd(fd) => rfs::fgetxattr(fd, name, spare_capacity(&mut buf)),
-            Node::Path(p) => rfs::lgetxattr(p, name, spare_capacity(&mut buf)),
-        };
-        match got {
-            Ok(_) => return Ok(Some(buf)),
-            Err(Errno::RANGE) => continue,
-            Err(Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Set one xattr on a node (never following a symlink named by `Node::Path`).
-pub(crate) fn set_xattr(node: Node<'_>, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let name = OsStr::from_bytes(name);
-    let flags = rfs::XattrFlags::empty();
-    match node {
-        Node::Fd(fd) => rfs::fsetxattr(fd, name, value, flags)?,
-        Node::Path(p) => rfs::lsetxattr(p, name, value, flags)?,
-    }
-    Ok(())
 }
 
 /// Remove `name` in `dir` whatever it is; directories recursively. Never follows a symlink:

@@ -26,7 +26,8 @@
 
 use crate::compress::{Compression, LayerDigests, LayerWriter};
 use crate::pax;
-use crate::sys::{self, Node, Xattr};
+use crate::sys;
+use crate::xattr::{Node, Xattr};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 use std::collections::HashMap;
@@ -345,7 +346,7 @@ impl<W: Write> TarWriter<'_, W> {
     }
 
     fn xattrs(&self, node: Node<'_>, path: &[u8]) -> Result<Vec<Xattr>, WriteError> {
-        sys::list_xattrs(node).map_err(|e| io_err(path, "read xattrs", e))
+        crate::xattr::list(node).map_err(|e| io_err(path, "read xattrs", e))
     }
 
     /// Refuse what a diff cannot express; return whether the directory is opaque.
@@ -518,7 +519,7 @@ impl<W: Write> TarWriter<'_, W> {
 fn keep_xattrs(xattrs: &[Xattr]) -> Vec<&Xattr> {
     xattrs
         .iter()
-        .filter(|(n, _)| !sys::is_overlay_xattr(n))
+        .filter(|(n, _)| !crate::xattr::is_overlay_xattr(n))
         .collect()
 }
 

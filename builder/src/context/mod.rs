@@ -31,7 +31,6 @@ pub mod dockerignore;
 pub mod pattern;
 pub mod root;
 pub mod walk;
-pub mod xattr;
 
 pub use dockerignore::{DockerIgnore, IgnoreError};
 pub use pattern::{MatchInfo, PatternError, PatternMatcher};

@@ -40,11 +40,12 @@
 use crate::context::root::{proc_path, WalkEnd};
 use crate::context::walk::open_dir_nofollow;
 use crate::context::{
-    self, xattr, Context, ContextError, DirSpec, Item, Meta, RootDir, RootError, SelectOptions,
-    Selection, Tree,
+    self, Context, ContextError, DirSpec, Item, Meta, RootDir, RootError, SelectOptions, Selection,
+    Tree,
 };
 use crate::exec::users::{self, UserError};
 use crate::frontend::instruction;
+use layers::xattr;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;

@@ -4,7 +4,8 @@
 use super::{components, display, ApplyError, ApplyMode, ApplyOptions, Refusal};
 use crate::reader::{Entry, Kind, TarReader};
 use crate::resolve::{join, Follow, ResolveError, Resolved, Root};
-use crate::sys::{self, Node};
+use crate::sys;
+use crate::xattr::Node;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Timestamps, Uid};
 use rustix::io::Errno;
@@ -282,10 +283,10 @@ impl<'o> Applier<'o> {
         cx: &Ctx<'_>,
     ) -> Result<(), ApplyError> {
         for (name, value) in xattrs {
-            if sys::is_overlay_xattr(name) {
+            if crate::xattr::is_overlay_xattr(name) {
                 continue;
             }
-            match sys::set_xattr(node, name, value) {
+            match crate::xattr::set(node, name, value) {
                 Ok(()) => {}
                 Err(err)
                     if self.opts.lenient_xattrs
@@ -376,7 +377,7 @@ impl<'o> Applier<'o> {
             };
             let fd = fd.as_fd();
             if state.opaque {
-                sys::set_xattr(Node::Fd(fd), b"trusted.overlay.opaque", b"y")
+                crate::xattr::set(Node::Fd(fd), b"trusted.overlay.opaque", b"y")
                     .map_err(cx.io("set opaque xattr"))?;
             }
             let Some(meta) = state.meta else { continue };

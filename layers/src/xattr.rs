@@ -1,33 +1,33 @@
-//! Extended attributes of a node, read and written through an fd or a `/proc/self/fd` path
-//! (symlinks, fifos and devices cannot be opened for `f*xattr`).
+//! Extended attributes of files, symlinks and special files, never following a symlink:
+//! the one implementation the layer writer, the apply side, context checksums and COPY share.
 
 use rustix::buffer::spare_capacity;
-use rustix::fd::BorrowedFd;
 use rustix::fs as rfs;
 use rustix::io::Errno;
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
-/// Name and value pairs, sorted by name.
-pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+/// One xattr: name and value.
+pub type Xattr = (Vec<u8>, Vec<u8>);
+/// A node's xattrs, sorted by name.
+pub type Xattrs = Vec<Xattr>;
 
-/// Where xattrs are read from or written to.
-#[derive(Clone, Copy)]
-pub enum Node<'a> {
-    /// An open regular file or directory.
-    Fd(BorrowedFd<'a>),
-    /// A path that resolves nothing on its own (see `root::proc_path`); `l*xattr` calls.
-    Path(&'a Path),
-}
-
-/// Overlay's bookkeeping (`trusted.overlay.*`): never copied, it would redirect lookups.
+/// Overlay's own bookkeeping: never copied into a layer, never restored from one (a restored
+/// `trusted.overlay.redirect` would make a later overlay mount look somewhere else).
 pub fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
-/// All xattrs of a node, sorted by name; none on a filesystem without xattr support.
+/// Where xattrs are read from: an open regular file or directory, or a path for the rest.
+#[derive(Clone, Copy)]
+pub enum Node<'a> {
+    Fd(BorrowedFd<'a>),
+    Path(&'a std::path::Path),
+}
+
+/// All xattrs of a node, sorted by name. A filesystem without xattr support has none.
 pub fn list(node: Node<'_>) -> io::Result<Xattrs> {
     let names = loop {
         let want = match node {
@@ -35,10 +35,13 @@ pub fn list(node: Node<'_>) -> io::Result<Xattrs> {
             Node::Path(p) => rfs::llistxattr_query(p),
         };
         let want = match want {
-            Ok(0) | Err(Errno::NOTSUP) => return Ok(Vec::new()),
             Ok(n) => n,
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
+        if want == 0 {
+            return Ok(Vec::new());
+        }
         let mut buf = Vec::with_capacity(want);
         let got = match node {
             Node::Fd(fd) => rfs::flistxattr(fd, spare_capacity(&mut buf)),
@@ -53,15 +56,17 @@ pub fn list(node: Node<'_>) -> io::Result<Xattrs> {
     };
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if let Some(value) = get(node, name)? {
-            out.push((name.to_vec(), value));
+        match get(node, name)? {
+            Some(value) => out.push((name.to_vec(), value)),
+            None => continue, // removed meanwhile
         }
     }
     out.sort();
     Ok(out)
 }
 
-fn get(node: Node<'_>, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+/// One xattr's value; `None` when the node has no such xattr.
+pub fn get(node: Node<'_>, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
     let name = OsStr::from_bytes(name);
     loop {
         let want = match node {
@@ -69,11 +74,13 @@ fn get(node: Node<'_>, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
             Node::Path(p) => rfs::lgetxattr_query(p, name),
         };
         let want = match want {
-            Ok(0) => return Ok(Some(Vec::new())),
             Ok(n) => n,
             Err(Errno::NODATA) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
+        if want == 0 {
+            return Ok(Some(Vec::new()));
+        }
         let mut buf = Vec::with_capacity(want);
         let got = match node {
             Node::Fd(fd) => rfs::fgetxattr(fd, name, spare_capacity(&mut buf)),
@@ -88,7 +95,7 @@ fn get(node: Node<'_>, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Sets one xattr (never following a symlink named by `Node::Path`).
+/// Set one xattr on a node (never following a symlink named by `Node::Path`).
 pub fn set(node: Node<'_>, name: &[u8], value: &[u8]) -> io::Result<()> {
     let name = OsStr::from_bytes(name);
     let flags = rfs::XattrFlags::empty();
