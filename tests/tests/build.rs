@@ -595,3 +595,29 @@ fn user_names_shell_tmpfs_add_tar_and_maintainer() {
         Some("someone@example.com")
     );
 }
+
+#[test]
+fn copy_from_a_stage_and_from_an_image_keeps_owners() {
+    let p = Project::new();
+    let df = "FROM bb:1 AS build\n\
+              RUN mkdir -p /out && echo built > /out/app && chown 7:8 /out/app && chmod 750 /out/app\n\
+              FROM bb:1\n\
+              COPY --from=build /out/app /usr/local/bin/app\n\
+              COPY --from=0 /out /copied/\n\
+              COPY --from=bb:1 /etc/passwd /passwd-from-image\n";
+    p.build_ok(df, "cf:1");
+    let fs = p.unpack("cf:1");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let app = std::fs::metadata(fs.join("usr/local/bin/app")).unwrap();
+    assert_eq!(
+        (app.uid(), app.gid(), app.permissions().mode() & 0o7777),
+        (7, 8, 0o750),
+        "--from keeps owners and modes"
+    );
+    assert_eq!(read(&fs, "copied/app"), "built\n");
+    assert!(read(&fs, "passwd-from-image").starts_with("root:x:0:0"));
+    let out = p.build("FROM bb:1\nRUN --security=insecure true\n", "sec:1", &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--security=insecure needs an entitlement")
+    );
+}

@@ -117,6 +117,9 @@ pub fn run(
             }
         }
     }
+    if r.security.as_deref() == Some("insecure") {
+        bail!("RUN --security=insecure needs an entitlement (BuildKit's --allow security.insecure) that rbuild does not grant: drop the flag");
+    }
     let network = match r.network.as_deref() {
         Some("none") => Network::None,
         Some("host") => Network::Host,
