@@ -13,7 +13,7 @@ REGISTRY := 127.0.0.1:5000
 VERSION := 1.0
 BASE := debian:bookworm
 # Debian packages the test suite drives for real.
-TEST_APT := skopeo umoci busybox-static docker.io mmdebstrap
+TEST_APT := skopeo umoci busybox-static docker.io mmdebstrap docker-registry
 # Seconds the parser fuzz test runs in `make test`.
 FUZZ_SECONDS ?= 60
 

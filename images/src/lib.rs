@@ -28,6 +28,7 @@ pub mod archive;
 mod error;
 pub mod model;
 pub mod reference;
+pub mod registry;
 pub mod store;
 
 pub use archive::Format;
