@@ -42,8 +42,8 @@
 //! index is loaded, against the index file's mtime.
 
 use std::collections::HashMap;
-use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
@@ -374,19 +374,8 @@ impl Checksummer {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)
-                .ctx("create temp file", &temp)?;
-            f.write_all(&bytes).ctx("write", &temp)?;
-            f.sync_all().ctx("fsync", &temp)?;
-            fs::rename(&temp, &self.path).ctx("rename into place", &self.path)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        } else {
+        let result = crate::record::write_atomic(&temp, &self.path, &bytes);
+        if result.is_ok() {
             self.lock_state().dirty = false;
         }
         result

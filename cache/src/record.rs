@@ -393,20 +393,7 @@ impl Cache {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)
-                .ctx("create temp file", &temp)?;
-            f.write_all(bytes).ctx("write", &temp)?;
-            f.sync_all().ctx("fsync", &temp)?;
-            fs::rename(&temp, dest).ctx("rename into place", dest)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result
+        write_atomic(&temp, dest, bytes)
     }
 
     /// Why `slot`'s step is not a hit with these `current` inputs (see [`Miss`]).
@@ -472,4 +459,23 @@ impl Cache {
             .filter_map(|r| r.layer.map(|l| l.digest))
             .collect())
     }
+}
+
+/// Writes `bytes` to `temp` (created new), fsyncs it and renames it onto `dest`: a reader sees
+/// the old file or the new one, never part of one. The temp file is removed on failure.
+pub(crate) fn write_atomic(temp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(temp)
+            .ctx("create temp file", temp)?;
+        f.write_all(bytes).ctx("write", temp)?;
+        f.sync_all().ctx("fsync", temp)?;
+        fs::rename(temp, dest).ctx("rename into place", dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(temp);
+    }
+    result
 }
