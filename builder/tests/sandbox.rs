@@ -1,7 +1,7 @@
 //! The RUN sandbox against the real kernel (as root): namespaces, mounts, credentials, and an
 //! overlay root whose upper dir ends up holding exactly the step's changes.
 
-use builder::exec::sandbox::{self, Exit, ExtraMount, Network, Root, Spec};
+use builder::exec::sandbox::{self, Exit, ExtraMount, Network, Spec};
 use std::path::{Path, PathBuf};
 
 /// A root with a static busybox and the applets the tests use.
@@ -22,7 +22,7 @@ fn busybox_root(dir: &Path) -> PathBuf {
     root
 }
 
-fn spec(root: Root, script: &str) -> Spec {
+fn spec(root: PathBuf, script: &str) -> Spec {
     Spec {
         root,
         argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
@@ -61,7 +61,7 @@ fn runs_as_pid_1_with_own_hostname_and_sees_no_host_process() {
     let dir = tempdir();
     let root = busybox_root(dir.path());
     let (exit, out) = run(&spec(
-        Root::Dir(root.clone()),
+        root.clone(),
         "echo pid=$$; hostname; ls /proc | grep -c '^[0-9]'; exit 3",
     ));
     assert_eq!(exit, Exit::Code(3));
@@ -85,13 +85,9 @@ fn dev_proc_sys_and_readonly_host_files() {
                   touch /sys/x 2>/dev/null || echo sys-ro; \
                   (echo 1 >> /etc/resolv.conf) 2>/dev/null || echo resolv-ro; \
                   ls /dev/pts/ptmx /dev/shm >/dev/null && echo pts-shm";
-    let mut s = spec(Root::Dir(root), script);
+    let mut s = spec(root, script);
     for applet in ["head", "wc", "grep"] {
-        let link = match &s.root {
-            Root::Dir(r) => r.join("bin").join(applet),
-            _ => unreachable!(),
-        };
-        std::os::unix::fs::symlink("busybox", link).unwrap();
+        std::os::unix::fs::symlink("busybox", s.root.join("bin").join(applet)).unwrap();
     }
     s.env.push("HOME=/".into());
     let (exit, out) = run(&s);
@@ -104,7 +100,7 @@ fn user_switch_and_network_none() {
     let dir = tempdir();
     let root = busybox_root(dir.path());
     let mut s = spec(
-        Root::Dir(root),
+        root,
         "id -u; id -g; id -G; cat /proc/net/dev | tail -n +3 | cut -d: -f1",
     );
     for applet in ["tail", "cut"] {
@@ -124,7 +120,7 @@ fn user_switch_and_network_none() {
 fn missing_program_is_a_setup_error_and_missing_cwd_is_created() {
     let dir = tempdir();
     let root = busybox_root(dir.path());
-    let mut s = spec(Root::Dir(root), "");
+    let mut s = spec(root, "");
     s.argv = vec!["no-such-tool".into()];
     let err = sandbox::run(&s, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("executable file not found in $PATH"), "{err}");
@@ -153,13 +149,19 @@ fn overlay_upper_holds_only_the_steps_changes() {
     }
     let cache = dir.path().join("cache");
     std::fs::create_dir(&cache).unwrap();
+    // As rbuild does: the overlay is mounted in a private mount namespace (this thread's).
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .unwrap();
+    layers::mount_overlay(std::slice::from_ref(&lower), &upper, &work, &target).unwrap();
     let mut s = spec(
-        Root::Overlay {
-            lowers: vec![lower.clone()],
-            upper: upper.clone(),
-            work,
-            target: target.clone(),
-        },
+        target.clone(),
         "echo new > /tmp/new && rm /tmp/old && echo cached > /var/cache/apt/x && ls /mnt/tmpfs",
     );
     s.mounts = vec![
@@ -175,10 +177,7 @@ fn overlay_upper_holds_only_the_steps_changes() {
     ];
     let (exit, out) = run(&s);
     assert_eq!(exit, Exit::Code(0), "{out}");
-    assert!(
-        !host_mounts_mention(&target),
-        "the overlay lived only in the step's namespace"
-    );
+    layers::umount(&target).unwrap();
     assert_eq!(
         std::fs::read_to_string(cache.join("x")).unwrap(),
         "cached\n",

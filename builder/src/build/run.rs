@@ -5,7 +5,7 @@ use super::config;
 use super::state::StageState;
 use super::Env;
 use super::Graph;
-use crate::exec::sandbox::{self, Exit, ExtraMount, Network, Root, Spec};
+use crate::exec::sandbox::{self, Exit, ExtraMount, Network, Spec};
 use crate::frontend::instruction::{Command, Run};
 use crate::plan::{Step, PROXY_ARGS};
 use anyhow::{bail, Context, Result};
@@ -191,7 +191,7 @@ fn in_sandbox(
             ));
         }
         let spec = Spec {
-            root: Root::Dir(merged.clone()),
+            root: merged.clone(),
             argv: argv.clone(),
             env: vars,
             cwd,

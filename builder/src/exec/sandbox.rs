@@ -1,9 +1,9 @@
 //! One RUN step in a namespaced chroot. The child unshares mount, pid, uts and ipc namespaces
-//! (and net for `--network=none`), mounts the step's overlay *inside* its own mount namespace,
-//! adds /proc, a minimal /dev, a read-only /sys and read-only /etc/resolv.conf and /etc/hosts,
-//! pivots into the root and execs the command as PID 1 of the new pid namespace. Because every
-//! mount lives in that namespace, none can outlive the step on the host, whatever happens to
-//! rbuild; `PR_SET_PDEATHSIG` chains make the whole pid namespace die with rbuild.
+//! (and net for `--network=none`), adds /proc, a minimal /dev, a read-only /sys and read-only
+//! /etc/resolv.conf and /etc/hosts to the step's root (its overlay, mounted by the caller in
+//! rbuild's private mount namespace), pivots into it and execs the command as PID 1 of the new
+//! pid namespace. Every mount lives in a namespace that dies with rbuild, so none can outlive
+//! a step on the host; `PR_SET_PDEATHSIG` chains make the pid namespace die with rbuild too.
 //!
 //! Process tree: rbuild ─ fork ─▶ A (unshare; waits) ─ fork ─▶ B (PID 1: mounts, exec).
 //! A exists because a new pid namespace applies to the children of the caller of unshare.
@@ -21,20 +21,6 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-/// The root filesystem of a step.
-#[derive(Debug, Clone)]
-pub enum Root {
-    /// A directory used as is (tests, `FROM scratch` helpers).
-    Dir(PathBuf),
-    /// overlay(lowerdir = `lowers`, top-most first; upperdir; workdir), mounted on `target`.
-    Overlay {
-        lowers: Vec<PathBuf>,
-        upper: PathBuf,
-        work: PathBuf,
-        target: PathBuf,
-    },
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
@@ -58,7 +44,8 @@ pub enum ExtraMount {
 
 #[derive(Debug, Clone)]
 pub struct Spec {
-    pub root: Root,
+    /// The step's root: its overlay, mounted by the caller.
+    pub root: PathBuf,
     /// Empty: prepare the root and the working directory, run nothing.
     pub argv: Vec<String>,
     /// `KEY=value` strings.
@@ -238,36 +225,16 @@ fn init(spec: &Spec, alive: &OwnedFd, out: &OwnedFd) -> Result<Never, String> {
         None::<&str>,
     )
     .map_err(e("make mounts private"))?;
-    let root = match &spec.root {
-        Root::Dir(dir) => {
-            mount(
-                Some(dir),
-                dir,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(e("bind the root"))?;
-            dir.clone()
-        }
-        Root::Overlay {
-            lowers,
-            upper,
-            work,
-            target,
-        } => {
-            let opts = overlay_options(lowers, upper, work);
-            mount(
-                Some("overlay"),
-                target,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(opts.as_str()),
-            )
-            .map_err(e("mount overlay"))?;
-            target.clone()
-        }
-    };
+    let root = spec.root.clone();
+    // Bound onto itself so that it is a mount point pivot_root accepts, whatever it is.
+    mount(
+        Some(&root),
+        &root,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(e("bind the root"))?;
     for p in MOUNT_POINTS {
         let path = root.join(p);
         if std::fs::symlink_metadata(&path).is_err() {
@@ -380,17 +347,6 @@ pub fn enter_private_mount_namespace() -> Result<(), SandboxError> {
         None::<&str>,
     )
     .map_err(|e| SandboxError::Sys("make mounts private", e))
-}
-
-/// overlayfs options; redirect_dir and metacopy off so the upper dir is exactly the diff.
-pub fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> String {
-    let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-    format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    )
 }
 
 fn bind_readonly(source: &Path, target: &Path) -> Result<(), String> {
