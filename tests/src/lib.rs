@@ -2,6 +2,8 @@
 //! engine of the test's own (started on a private socket, stopped by its PID), and a Debian
 //! bookworm rootfs tarball made once by mmdebstrap and kept in a cache directory.
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
