@@ -68,10 +68,33 @@ pub struct Env<'a> {
     pub epoch: Option<i64>,
 }
 
-/// The base image's ENV and ONBUILD, for the planner.
+/// A `FROM` image: from the store, else pulled from its registry into the store (digests
+/// verified), so `FROM 127.0.0.1:5000/base:1` works on an empty store.
+pub fn base_image(store: &Store, name: &str) -> Result<images::StoredImage> {
+    let reference = Reference::parse(name)?;
+    if let Ok(image) = store.image(&reference) {
+        return Ok(image);
+    }
+    eprintln!(
+        "{name} is not in the local store: pulling it from {}",
+        reference.domain()
+    );
+    images::registry::pull(store, &reference, &images::registry::PullOptions::default())
+        .with_context(|| {
+            format!(
+                "base image {name} is neither in the local store nor pullable; push it to a \
+                 registry you can reach, or import one, e.g. \
+                 `mmdebstrap --variant=minbase bookworm - | rbuild import - {name}`"
+            )
+        })?;
+    Ok(store.image(&reference)?)
+}
+
+/// The base image's ENV and ONBUILD, for the planner. A base that cannot be had gives
+/// nothing here; the stage's FROM step then reports why.
 pub fn base_lookup(store: &Store) -> impl Fn(&str) -> Option<BaseImage> + '_ {
     move |name| {
-        let image = store.image(&Reference::parse(name).ok()?).ok()?;
+        let image = base_image(store, name).ok()?;
         let env = image
             .config
             .config

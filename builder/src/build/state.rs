@@ -5,10 +5,10 @@ use super::Graph;
 use super::{config, run, Env};
 use crate::frontend::Instruction;
 use crate::plan::Step;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use cache::key::{self as ck, KeyBuilder};
 use cache::{CacheKey, LayerRef, Miss, Record};
-use images::{Descriptor, History, ImageConfig, MediaType, Reference};
+use images::{Descriptor, History, ImageConfig, MediaType};
 use layers::{write_layer, SourceKind, StepArea, TarOptions};
 use std::path::PathBuf;
 
@@ -50,13 +50,7 @@ impl StageState {
 
     /// A base image from the store, with a snapshot for each of its layers.
     pub fn from_image(env: &Env, name: &str) -> Result<Self> {
-        let reference = Reference::parse(name)?;
-        let image = env.store.image(&reference).map_err(|e| {
-            anyhow!(
-                "base image {name} is not in the local store ({e}); import one, e.g. \
-                 `mmdebstrap --variant=minbase bookworm - | rbuild import - {name}`"
-            )
-        })?;
+        let image = super::base_image(env.store, name)?;
         let diff_ids = &image.config.rootfs.diff_ids;
         if diff_ids.len() != image.manifest.layers().len() {
             bail!(

@@ -55,6 +55,9 @@ pub struct BuildArgs {
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Push the image's tags to their registries once built.
+    #[arg(long)]
+    pub push: bool,
     /// The build context directory (default: the Dockerfile's directory).
     pub context: Option<PathBuf>,
 }
@@ -195,6 +198,11 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     if let Some(path) = &opts.iidfile {
         std::fs::write(path, built.id.to_string())
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.push {
+        for tag in &tags {
+            super::registry::push_one(&store, tag)?;
+        }
     }
     println!("{}", built.manifest.digest());
     Ok(ExitCode::SUCCESS)

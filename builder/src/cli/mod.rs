@@ -4,6 +4,7 @@ mod build;
 mod import;
 mod parse;
 mod prune;
+mod registry;
 mod store;
 
 pub use store::open_store;
@@ -54,6 +55,10 @@ enum Command {
     Fsck,
     /// Remove build cache, and the blobs and snapshots nothing needs any more.
     Prune(prune::PruneArgs),
+    /// Upload an image to a registry (only the blobs it lacks).
+    Push(registry::PushArgs),
+    /// Download an image from a registry into the store.
+    Pull(registry::PullArgs),
 }
 
 /// `--build-arg` values: `K=V`, or `K` alone to take the value from the environment (like docker).
@@ -94,6 +99,8 @@ pub fn main() -> ExitCode {
         Some(Command::Du) => store::du(),
         Some(Command::Fsck) => store::fsck(),
         Some(Command::Prune(args)) => prune::run(args),
+        Some(Command::Push(args)) => registry::push(args),
+        Some(Command::Pull(args)) => registry::pull(args),
         None => build::run(cli.build),
     };
     match result {
