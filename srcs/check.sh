@@ -8,6 +8,8 @@
 # COMPOSE picks the compose command (default: docker-compose; e.g. COMPOSE="docker compose").
 # Needs curl and openssl on the host. Prints one line per check and "N passed, N failed".
 set -uo pipefail
+# No `grep -q` after a pipe: it exits at the first match, and the writer's SIGPIPE would then
+# fail the pipeline under pipefail. The check's output goes to a file anyway.
 
 SRCS=$(cd "$(dirname "$0")" && pwd)
 SECRETS=${SECRETS:-$SRCS/../secrets}
@@ -59,12 +61,12 @@ tls_refused() { # the server itself answers old versions with a protocol_version
 
 tls_accepted() {
     local v=$1
-    "${CURL[@]}" "--tlsv$v" --tls-max "$v" -o /dev/null -w '%{http_code}' "$BASE/" | grep -qx 200
+    "${CURL[@]}" "--tlsv$v" --tls-max "$v" -o /dev/null -w '%{http_code}' "$BASE/" | grep -x 200
 }
 
 port_closed() { ! curl -s --max-time 3 -o /dev/null "http://127.0.0.1:$1/"; }
 
-first_post_listed() { "${CURL[@]}" "$BASE/" | grep -q 'Welcome to Inception'; }
+first_post_listed() { "${CURL[@]}" "$BASE/" | grep 'Welcome to Inception'; }
 
 two_users() {
     local users
@@ -80,27 +82,27 @@ two_users() {
     ' "$ADMIN_USER" "$WP_USER"
 }
 
-redis_ping() { docker exec wordpress redis-cli -h redis ping | grep -qx PONG; }
+redis_ping() { docker exec wordpress redis-cli -h redis ping | grep -x PONG; }
 
 object_cache() { docker exec wordpress wp-redis-check; }
 
 ftp_lists_wordpress() {
     curl -s --max-time 15 --list-only "ftp://$FTP_USER:$(secret ftp_password)@127.0.0.1/" |
-        grep -qx wp-config.php
+        grep -x wp-config.php
 }
 
 ftp_bad_password_refused() {
     ! curl -s --max-time 15 --list-only "ftp://$FTP_USER:not-the-password@127.0.0.1/"
 }
 
-adminer_login_page() { "${CURL[@]}" "$BASE/adminer/" | grep -q '<title>Login - Adminer'; }
+adminer_login_page() { "${CURL[@]}" "$BASE/adminer/" | grep '<title>Login - Adminer'; }
 
 site_page() {
-    "${CURL[@]}" "$BASE/site/" | grep -q '<title>Inception: the stack' &&
-        "${CURL[@]}" -o /dev/null -w '%{http_code}' "$BASE/site/style.css" | grep -qx 200
+    "${CURL[@]}" "$BASE/site/" | grep '<title>Inception: the stack' &&
+        "${CURL[@]}" -o /dev/null -w '%{http_code}' "$BASE/site/style.css" | grep -x 200
 }
 
-status_all_up() { "${CURL[@]}" "$BASE/status/api" | grep -q '"all_up": true'; }
+status_all_up() { "${CURL[@]}" "$BASE/status/api" | grep '"all_up": true'; }
 
 root_not_from_network() {
     docker exec -i wordpress php -r '
@@ -133,13 +135,13 @@ persistence() {
         echo is_wp_error($r) ? "" : $r[0];' "$WP_USER") || return 1
     "${CURL[@]}" -u "$WP_USER:$app" -H 'Content-Type: application/json' \
         -d "{\"title\":\"$marker\",\"content\":\"Created before compose down.\",\"status\":\"publish\"}" \
-        -o /dev/null -w '%{http_code}' "$BASE/wp-json/wp/v2/posts" | grep -qx 201 ||
+        -o /dev/null -w '%{http_code}' "$BASE/wp-json/wp/v2/posts" | grep -x 201 ||
         { echo "REST create failed"; return 1; }
     $COMPOSE -f "$COMPOSE_FILE" down && $COMPOSE -f "$COMPOSE_FILE" up -d || return 1
     wait_healthy || { echo "stack not healthy after up"; return 1; }
     # Healthy is not yet converged: nginx re-resolves its upstreams on the first requests.
     for _ in $(seq 15); do
-        "${CURL[@]}" "$BASE/" | grep -q "$marker" && return 0
+        "${CURL[@]}" "$BASE/" | grep "$marker" && return 0
         sleep 1
     done
     echo "post '$marker' is gone"
