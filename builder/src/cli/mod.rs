@@ -4,6 +4,7 @@ mod build;
 mod import;
 mod parse;
 mod prune;
+mod session;
 mod store;
 
 pub use store::open_store;
