@@ -299,6 +299,45 @@ fn identical_first_steps_run_once_across_services() {
     assert_ne!(a[2], b[2]);
 }
 
+/// The same for two rbuild processes: the step lock is a flock, so it excludes processes too.
+#[test]
+fn identical_steps_run_once_across_processes() {
+    let p = Project::new();
+    for name in ["x", "y"] {
+        p.file(
+            &format!("{name}/Dockerfile"),
+            &format!(
+                "FROM bb:1\n\
+                 RUN --mount=type=cache,target=/c,sharing=shared echo x >> /c/count && sleep 1\n\
+                 RUN echo {name} > /{name}\n"
+            ),
+        );
+    }
+    let children: Vec<_> = ["x", "y"]
+        .iter()
+        .map(|name| {
+            let ctx = p.proj().join(name);
+            p.rbuild(&["build", "--progress", "plain", "-t", &format!("{name}:1")])
+                .arg(ctx)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let logs: Vec<String> = children
+        .into_iter()
+        .map(|c| text(&ok(c.wait_with_output().unwrap())))
+        .collect();
+    let counts: Vec<String> = std::fs::read_dir(p.store().join("cache/mounts"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("data/count"))
+        .filter(|f| f.exists())
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    assert_eq!(counts, ["x\n"], "{logs:#?}");
+}
+
 /// Each service's RUN waits for a file the other one's RUN writes: built one after the other,
 /// the first would give up after its 60 s wait.
 #[test]
