@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod compose;
 pub mod context;
 pub mod exec;
 pub mod frontend;

@@ -2,7 +2,8 @@
 //!
 //! [`prune`] runs under the cache's exclusive lock, so no record or lookup is half done while
 //! it decides. It always removes leftovers that are garbage whatever the policy: temp files of
-//! killed writers, record files that do not parse, and slot entries whose record is gone. Then:
+//! killed writers, record files that do not parse, slot entries whose record is gone, and step
+//! lock files nobody holds. Then:
 //!
 //! - `all`: every record, and every cache mount not in use;
 //! - `older_than`: records not used (looked up or written) for longer than that;
@@ -197,6 +198,9 @@ pub fn prune(cache: &Cache, policy: &Policy) -> Result<PruneReport> {
             report.removed_slots += 1;
         }
     }
+
+    // Step locks are empty files that only matter while held.
+    cache.remove_step_locks()?;
 
     if policy.all {
         let (removed, busy) = cache.remove_mounts()?;

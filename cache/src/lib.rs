@@ -9,6 +9,7 @@
 //! - [`checksum`]: [`Checksummer`], context file checksums with a stat index, so a cached
 //!   build does not read unchanged files.
 //! - [`gc`]: [`prune`] by size, age or everything; cache mount directories ([`mounts`]).
+//! - [`steps`]: [`Cache::lock_step`], so that concurrent builds run an identical step once.
 //!
 //! Everything is plain files under one directory (`$RBUILD_ROOT/cache`), written by temp file
 //! and rename, so it can be inspected with `ls` and `jq` and survives a `kill -9` at any point.
@@ -47,6 +48,7 @@ pub mod gc;
 pub mod key;
 pub mod mounts;
 pub mod record;
+pub mod steps;
 
 pub use checksum::{hash_bytes, hash_reader, ChecksumStats, Checksummer, FileSum};
 pub use error::{Error, Result};
@@ -55,3 +57,4 @@ pub use gc::{prune, Policy, PruneReport};
 pub use key::{CacheKey, Inputs, KeyBuilder};
 pub use mounts::MountGuard;
 pub use record::{Cache, LayerRef, Record, Warning};
+pub use steps::StepLock;

@@ -9,6 +9,7 @@
 //! slots/<sha256(slot)>.json {"slot": …, "key": "sha256:…"}: the latest key of a step
 //! tmp/                      temp files being written (same filesystem, so rename is atomic)
 //! mounts/<sha256(id)>/      cache mounts: `data/` (the mount), `id`, `lock` (see gc)
+//! steps/<hex>.lock          flock held while a step runs (see `steps`)
 //! ```
 //!
 //! # Crash safety

@@ -139,6 +139,23 @@ impl Registry {
         total
     }
 
+    /// `GET /v2/_catalog`'s body: the repositories the registry holds, as JSON.
+    pub fn catalog(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            stream,
+            "GET /v2/_catalog HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.host()
+        )
+        .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+        assert!(head.contains(" 200 "), "catalog: {head}");
+        body.to_string()
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("registry.log")
     }

@@ -60,21 +60,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `GET /v2/_catalog` over a plain socket: the repositories the registry holds.
-fn catalog(reg: &Registry) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(reg.host()).unwrap();
-    write!(
-        s,
-        "GET /v2/_catalog HTTP/1.0\r\nHost: {}\r\n\r\n",
-        reg.host()
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 #[test]
 fn push_all_tags_pull_and_from_pulls_the_base() {
     let reg = Registry::start();
@@ -88,7 +73,7 @@ fn push_all_tags_pull_and_from_pulls_the_base() {
     let out = a.ok(&["push", "--all-tags", &format!("{host}/bb")]);
     let printed = String::from_utf8(out.stdout).unwrap();
     assert_eq!(printed.lines().count(), 2, "one line per tag: {printed}");
-    assert!(catalog(&reg).contains("\"bb\""), "{}", catalog(&reg));
+    assert!(reg.catalog().contains("\"bb\""), "{}", reg.catalog());
 
     // Pushing again moves nothing.
     let again = a.ok(&["push", &format!("{host}/bb:1")]);
@@ -126,7 +111,7 @@ fn push_all_tags_pull_and_from_pulls_the_base() {
         "{}",
         stderr(&built)
     );
-    assert!(catalog(&reg).contains("\"app\""), "{}", catalog(&reg));
+    assert!(reg.catalog().contains("\"app\""), "{}", reg.catalog());
     let d = Store::new();
     d.ok(&["pull", &format!("{host}/app:1")]);
     assert_eq!(

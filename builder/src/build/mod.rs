@@ -66,6 +66,8 @@ pub struct Env<'a> {
     pub platform: String,
     /// `SOURCE_DATE_EPOCH`, for reproducible layers and times.
     pub epoch: Option<i64>,
+    /// The bake service this build is for: it leads every progress label.
+    pub service: Option<&'a str>,
 }
 
 /// A `FROM` image: from the store, else pulled from its registry into the store (digests
@@ -169,17 +171,27 @@ fn run_stage(
     env: &Env,
 ) -> Result<StageState> {
     let total = stage.steps.len() + 1;
-    let label = |i: usize| match &stage.name {
-        Some(name) => format!("{name} {i}/{total}"),
-        None => format!("stage-{} {i}/{total}", stage.index),
+    let stage_label = match (&stage.name, env.service) {
+        (Some(name), _) => Some(name.clone()),
+        // `[nginx 2/6]`: a service's only stage needs no name.
+        (None, Some(_)) if plan.stages.len() == 1 => None,
+        (None, _) => Some(format!("stage-{}", stage.index)),
     };
+    let prefix: Vec<&str> = env
+        .service
+        .into_iter()
+        .chain(stage_label.as_deref())
+        .collect();
+    let label = |i: usize| format!("{} {i}/{total}", prefix.join(" "));
     let mut state = match &stage.base {
         Base::Scratch => StageState::scratch(env),
         Base::Stage(i) => done[*i]
             .clone()
             .ok_or_else(|| anyhow!("stage {i} did not run"))?,
         Base::Image(name) => {
-            let id = env.progress.start(&label(1), &format!("FROM {name}"));
+            let id = env
+                .progress
+                .start(env.service, &label(1), &format!("FROM {name}"));
             let state = StageState::from_image(env, name)?;
             env.progress.done(id);
             state
@@ -192,7 +204,7 @@ fn run_stage(
         .unwrap_or_else(|| stage.index.to_string());
     for (i, step) in stage.steps.iter().enumerate() {
         let title = step.original.clone();
-        let id = env.progress.start(&label(i + 2), &title);
+        let id = env.progress.start(env.service, &label(i + 2), &title);
         let slot = format!("{dockerfile_name}#{stage_name}#{i}");
         match state.apply(step, env, id, &Graph { plan, done }, &slot) {
             Ok(Outcome::Cached) if step_runs(step) => env.progress.cached(id),

@@ -2,6 +2,10 @@
 //! one line per finished step with its time, and the running step with its last output
 //! lines, redrawn in place. `plain`: every line, prefixed with its step number. `json`: one
 //! event per line for tools.
+//!
+//! Several builds (the services of `rbuild bake`) share one `Progress`: each step carries its
+//! service, in its label (`[nginx 2/6]`) and in json events, and the tty view shows the running
+//! steps of all of them.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -18,6 +22,9 @@ pub enum ProgressMode {
 
 struct Step {
     title: String,
+    service: Option<String>,
+    /// Shown after the running step's title (e.g. that it waits for another build).
+    status: Option<&'static str>,
     started: Instant,
     /// Output not yet ended by a newline.
     partial: Vec<u8>,
@@ -117,16 +124,21 @@ impl Progress {
 
     fn event(&self, id: usize, kind: &str, text: &str) {
         let t = self.start.elapsed().as_secs_f64();
-        self.emit(
-            serde_json::json!({"step": id + 1, "event": kind, "text": text, "time": t}).to_string(),
-        );
+        let mut event = serde_json::json!({"step": id + 1, "event": kind, "text": text, "time": t});
+        if let Some(service) = &self.steps.lock().expect("progress lock")[id].service {
+            event["service"] = service.as_str().into();
+        }
+        self.emit(event.to_string());
     }
 
-    /// Announces a step; `label` is like `nginx 2/5`, `title` the instruction.
-    pub fn start(&self, label: &str, title: &str) -> usize {
+    /// Announces a step of `service`'s build (bake) or of the only build (`None`); `label` is
+    /// like `nginx 2/5` (the service first, if any), `title` the instruction.
+    pub fn start(&self, service: Option<&str>, label: &str, title: &str) -> usize {
         let mut steps = self.steps.lock().expect("progress lock");
         steps.push(Step {
             title: format!("[{label}] {title}"),
+            service: service.map(str::to_string),
+            status: None,
             started: Instant::now(),
             partial: Vec::new(),
             tail: Default::default(),
@@ -222,6 +234,16 @@ impl Progress {
         self.finish(id, "CACHED");
     }
 
+    /// The step waits for the same step (same cache key) that another build is running.
+    pub fn waiting(&self, id: usize) {
+        const TEXT: &str = "waiting for the same step in another build";
+        self.steps.lock().expect("progress lock")[id].status = Some(TEXT);
+        match self.style {
+            Style::Tty => self.redraw(true),
+            _ => self.note(id, TEXT),
+        }
+    }
+
     /// A note about a step (e.g. why it was not cached).
     pub fn note(&self, id: usize, text: &str) {
         match self.style {
@@ -248,11 +270,14 @@ fn live_lines(steps: &[Step], width: usize) -> Vec<String> {
     let cut = |s: &str, columns: usize| -> String { s.chars().take(columns).collect() };
     let mut out = Vec::new();
     for step in steps.iter().filter(|s| !s.finished) {
-        let header = format!(
+        let mut header = format!(
             "=> {} {:.1}s",
             step.title,
             step.started.elapsed().as_secs_f64()
         );
+        if let Some(status) = step.status {
+            header = format!("{header} ({status})");
+        }
         out.push(cut(&header, width.saturating_sub(1)));
         for line in &step.tail {
             // Cut before styling: escape codes take no columns.
@@ -273,6 +298,8 @@ mod tests {
     fn live_region_shows_running_steps_with_their_tail() {
         let step = |title: &str, finished: bool, tail: &[&str]| Step {
             title: title.to_string(),
+            service: None,
+            status: None,
             started: Instant::now(),
             partial: Vec::new(),
             tail: tail.iter().map(|s| s.to_string()).collect(),

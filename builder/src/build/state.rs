@@ -197,12 +197,18 @@ impl StageState {
         exec: impl FnOnce(&mut Self, String) -> Result<Option<LayerRef>>,
     ) -> Result<Outcome> {
         let (key, inputs) = key.into_parts();
+        // Held until the record is written: another build reaching this key meanwhile waits,
+        // then hits (see cache::steps).
+        let mut _step_lock = None;
         if !env.opts.no_cache {
-            if let Some(record) = env.cache.lookup_for(slot, &key)? {
-                if self.reuse(env, &record, &created_by)? {
-                    self.key = key;
-                    return Ok(Outcome::Cached);
-                }
+            if self.try_cached(env, slot, &key, &created_by)? {
+                return Ok(Outcome::Cached);
+            }
+            _step_lock = Some(env.cache.lock_step(&key, || {
+                env.progress.waiting(progress_id);
+            })?);
+            if self.try_cached(env, slot, &key, &created_by)? {
+                return Ok(Outcome::Cached);
             }
         }
         let miss = if env.opts.no_cache {
@@ -217,6 +223,23 @@ impl StageState {
         env.cache.record(record)?;
         self.key = key;
         Ok(Outcome::Ran)
+    }
+
+    /// Looks `key` up and applies its record; false on a miss.
+    fn try_cached(
+        &mut self,
+        env: &Env,
+        slot: &str,
+        key: &CacheKey,
+        created_by: &str,
+    ) -> Result<bool> {
+        match env.cache.lookup_for(slot, key)? {
+            Some(record) if self.reuse(env, &record, created_by)? => {
+                self.key = *key;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Applies a cache record; false when its layer blob is gone (then the step runs).

@@ -1,8 +1,8 @@
 //! `rbuild build` (and bare `rbuild`): Docker's flags and defaults, then the solver.
 
-use super::parse::{load_with, read_dockerfile};
+use super::session::Session;
 use super::VarArgs;
-use crate::build::{self, BuildOptions, Env, Progress, ProgressMode};
+use crate::build::{self, BuildOptions, Progress, ProgressMode};
 use crate::exec::sandbox::Network;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -33,6 +33,25 @@ pub struct BuildArgs {
     pub tags: Vec<String>,
     #[command(flatten)]
     pub vars: VarArgs,
+    #[command(flatten)]
+    pub run: RunFlags,
+    /// Also write the image as an archive: type=docker,dest=FILE (for docker load) or
+    /// type=oci,dest=FILE.
+    #[arg(short = 'o', long = "output", value_name = "type=docker|oci,dest=FILE")]
+    pub output: Option<String>,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Push the image's tags to their registries once built.
+    #[arg(long)]
+    pub push: bool,
+    /// The build context directory (default: the Dockerfile's directory).
+    pub context: Option<PathBuf>,
+}
+
+/// How steps run and show: the flags `rbuild build` and `rbuild bake` share.
+#[derive(Args, Clone, Debug, Default)]
+pub struct RunFlags {
     /// Do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -48,18 +67,37 @@ pub struct BuildArgs {
     /// Expose a secret to RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     pub secrets: Vec<String>,
-    /// Also write the image as an archive: type=docker,dest=FILE (for docker load) or
-    /// type=oci,dest=FILE.
-    #[arg(short = 'o', long = "output", value_name = "type=docker|oci,dest=FILE")]
-    pub output: Option<String>,
-    /// Write the image ID to this file.
-    #[arg(long, value_name = "FILE")]
-    pub iidfile: Option<PathBuf>,
-    /// Push the image's tags to their registries once built.
-    #[arg(long)]
-    pub push: bool,
-    /// The build context directory (default: the Dockerfile's directory).
-    pub context: Option<PathBuf>,
+}
+
+impl RunFlags {
+    /// Options for building `dockerfile` in `context` as `tags`, without build args or target.
+    pub fn options(
+        &self,
+        dockerfile: PathBuf,
+        context: PathBuf,
+        tags: Vec<Reference>,
+    ) -> Result<BuildOptions> {
+        Ok(BuildOptions {
+            dockerfile,
+            context,
+            tags,
+            build_args: Default::default(),
+            target: None,
+            network: match self.network {
+                NetworkArg::None => Network::None,
+                NetworkArg::Host | NetworkArg::Default => Network::Host,
+            },
+            compression: self.compression.unwrap_or_default(),
+            progress: self.progress,
+            iidfile: None,
+            no_cache: self.no_cache,
+            secrets: self
+                .secrets
+                .iter()
+                .map(|s| build::parse_secret(s))
+                .collect::<Result<_>>()?,
+        })
+    }
 }
 
 impl BuildArgs {
@@ -128,8 +166,6 @@ fn parse_output(spec: &str) -> Result<(images::Format, PathBuf)> {
 pub fn run(args: BuildArgs) -> Result<ExitCode> {
     let output = args.output.as_deref().map(parse_output).transpose()?;
     let (file, context) = args.resolve();
-    let name = file.display().to_string();
-    let source = read_dockerfile(&name)?;
     let tags = if args.tags.is_empty() {
         vec![default_tag(&file)?]
     } else {
@@ -138,60 +174,27 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
             .map(|t| Reference::parse(t))
             .collect::<Result<Vec<_>, _>>()?
     };
-    let (store, snapshots) = build::prepare_machine()?;
-    let lookup = build::base_lookup(&store);
-    let loaded = match load_with(&name, &source, &args.vars, &lookup) {
-        Ok(l) => l,
-        Err(e) => {
+    let opts = BuildOptions {
+        build_args: args.vars.build_args(),
+        target: args.vars.target.clone(),
+        iidfile: args.iidfile.clone(),
+        ..args.run.options(file, context, tags.clone())?
+    };
+    let session = Session::open()?;
+    let progress = Progress::new(opts.progress);
+    let built = match session.build(&opts, None, &progress) {
+        Err(e) if e.is::<crate::frontend::ParseError>() => {
             eprintln!("{e}");
             return Ok(ExitCode::FAILURE);
         }
+        result => result?,
     };
-    eprint!("{}", loaded.render_warnings());
-    let opts = BuildOptions {
-        dockerfile: file.clone(),
-        context,
-        tags: tags.clone(),
-        build_args: args.vars.build_args(),
-        target: args.vars.target.clone(),
-        network: match args.network {
-            NetworkArg::None => Network::None,
-            NetworkArg::Host | NetworkArg::Default => Network::Host,
-        },
-        compression: args.compression.unwrap_or_default(),
-        progress: args.progress,
-        iidfile: args.iidfile.clone(),
-        no_cache: args.no_cache,
-        secrets: args
-            .secrets
-            .iter()
-            .map(|s| build::parse_secret(s))
-            .collect::<Result<_>>()?,
-    };
-    let progress = Progress::new(opts.progress);
-    let cache = cache::Cache::open(store.root().join("cache"))?;
-    let checksums =
-        cache::checksum::Checksummer::open(store.root().join("cache/context-index.json"))?;
-    let context = crate::context::Context::open(&opts.context, &opts.dockerfile)
-        .with_context(|| format!("cannot use {} as the build context", opts.context.display()))?;
-    let env = Env {
-        store: &store,
-        snapshots: &snapshots,
-        opts: &opts,
-        progress: &progress,
-        cache: &cache,
-        checksums: &checksums,
-        context: &context,
-        platform: crate::plan::host_platform(),
-        epoch: images::archive::source_date_epoch().map(|s| s as i64),
-    };
-    let built = build::build(&loaded.plan, &name, &env)?;
-    checksums.save()?;
+    session.finish()?;
     for tag in &tags {
         eprintln!("naming to {} done", tag.familiar());
     }
     if let Some((format, dest)) = &output {
-        images::archive::save_to_path(&store, &tags, dest, *format)
+        images::archive::save_to_path(&session.store, &tags, dest, *format)
             .with_context(|| format!("cannot write {}", dest.display()))?;
         eprintln!("exported to {}", dest.display());
     }
@@ -201,7 +204,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     }
     if args.push {
         for tag in &tags {
-            super::registry::push_one(&store, tag)?;
+            super::registry::push_one(&session.store, tag)?;
         }
     }
     println!("{}", built.manifest.digest());

@@ -1,10 +1,12 @@
 //! The `rbuild` command line: Docker-compatible flags, one module per command.
 
+mod bake;
 mod build;
 mod import;
 mod parse;
 mod prune;
 mod registry;
+mod session;
 mod store;
 
 pub use store::open_store;
@@ -32,6 +34,8 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile (the default command).
     Build(build::BuildArgs),
+    /// Build the services of a docker compose project, in parallel, and optionally push them.
+    Bake(bake::BakeArgs),
     /// Parse a Dockerfile and print its syntax tree and build plan.
     Parse(parse::ParseArgs),
     /// Make an image from a root filesystem tarball.
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Parse(args)) => parse::run(args),
         Some(Command::Build(args)) => build::run(args),
+        Some(Command::Bake(args)) => bake::run(args),
         Some(Command::Import(args)) => import::run(args),
         Some(Command::Images(args)) => store::images(args),
         Some(Command::Inspect(args)) => store::inspect(args),
@@ -114,7 +119,7 @@ pub fn main() -> ExitCode {
 
 /// The error and its causes joined by ": ", skipping a cause whose text the message above it
 /// already includes (our error types embed their source in their own message).
-fn error_chain(e: &anyhow::Error) -> String {
+pub(crate) fn error_chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

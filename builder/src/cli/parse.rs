@@ -83,23 +83,23 @@ pub struct Loaded {
 
 /// Parses, plans and lints; any error (including warnings under `check=error=true`) fails.
 pub fn load(name: &str, source: &str, vars: &VarArgs) -> Result<Loaded, frontend::ParseError> {
-    load_with(name, source, vars, &|_| None)
+    let opts = PlanOptions {
+        build_args: vars.build_args(),
+        target: vars.target.clone(),
+        ..PlanOptions::default()
+    };
+    load_with(name, source, &opts, &|_| None)
 }
 
 /// [`load`] with base images looked up (their ENV and ONBUILD feed the plan).
 pub fn load_with(
     name: &str,
     source: &str,
-    vars: &VarArgs,
+    opts: &PlanOptions,
     lookup: plan::BaseLookup,
 ) -> Result<Loaded, frontend::ParseError> {
     let dockerfile = frontend::parse_dockerfile(name, source)?;
-    let opts = PlanOptions {
-        build_args: vars.build_args(),
-        target: vars.target.clone(),
-        ..PlanOptions::default()
-    };
-    let plan = plan::plan(&dockerfile, &opts, lookup)?;
+    let plan = plan::plan(&dockerfile, opts, lookup)?;
     let mut warnings = dockerfile.warnings.clone();
     warnings.extend(plan.warnings.iter().cloned());
     let warnings = lint::apply_check_directive(dockerfile.directives.check.as_deref(), warnings)
