@@ -9,6 +9,8 @@
 //! - [`checksum`]: [`Checksummer`], context file checksums with a stat index, so a cached
 //!   build does not read unchanged files.
 //! - [`gc`]: [`prune`] by size, age or everything; cache mount directories ([`mounts`]).
+//! - [`share`]: `--cache-to` / `--cache-from`: records and their layers exported to a
+//!   registry or an OCI layout directory, and imported as a second lookup source.
 //!
 //! Everything is plain files under one directory (`$RBUILD_ROOT/cache`), written by temp file
 //! and rename, so it can be inspected with `ls` and `jq` and survives a `kill -9` at any point.
@@ -47,6 +49,7 @@ pub mod gc;
 pub mod key;
 pub mod mounts;
 pub mod record;
+pub mod share;
 
 pub use checksum::{hash_bytes, hash_reader, ChecksumStats, Checksummer, FileSum};
 pub use error::{Error, Result};

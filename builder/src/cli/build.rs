@@ -52,6 +52,16 @@ pub struct BuildArgs {
     /// type=oci,dest=FILE.
     #[arg(short = 'o', long = "output", value_name = "type=docker|oci,dest=FILE")]
     pub output: Option<String>,
+    /// Import build cache: type=registry,ref=NAME:TAG (or just NAME:TAG), or
+    /// type=local,src=DIR[,tag=T]; may be repeated. Used after a local miss; a cache that
+    /// cannot be read is a warning.
+    #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
+    pub cache_from: Vec<String>,
+    /// Export build cache: type=registry,ref=NAME:TAG[,mode=min|max] or
+    /// type=local,dest=DIR[,tag=T][,mode=min|max]; may be repeated. mode=min (the default)
+    /// exports the final image's steps, mode=max every stage's.
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=max]")]
+    pub cache_to: Vec<String>,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -164,6 +174,16 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
             .iter()
             .map(|s| build::parse_secret(s))
             .collect::<Result<_>>()?,
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|s| cache::share::CacheFrom::parse(s))
+            .collect::<Result<_, _>>()?,
+        cache_to: args
+            .cache_to
+            .iter()
+            .map(|s| cache::share::CacheTo::parse(s))
+            .collect::<Result<_, _>>()?,
     };
     let progress = Progress::new(opts.progress);
     let cache = cache::Cache::open(store.root().join("cache"))?;
@@ -181,6 +201,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         context: &context,
         platform: crate::plan::host_platform(),
         epoch: images::archive::source_date_epoch().map(|s| s as i64),
+        imported: build::Imports::default(),
     };
     let built = build::build(&loaded.plan, &name, &env)?;
     checksums.save()?;

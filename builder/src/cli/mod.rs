@@ -6,7 +6,7 @@ mod parse;
 mod prune;
 mod store;
 
-pub use store::open_store;
+pub use store::{human_size, open_store};
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
