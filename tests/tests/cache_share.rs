@@ -305,6 +305,18 @@ fn only_the_layers_a_build_needs_are_pulled() {
             "{layer} is not needed by --target build but was requested: {requests:?}"
         );
     }
+    // One login for the import and one for all its layer fetches, not a session per layer.
+    // (oci-client probes /v2/ before each request to a registry that issues no token.)
+    let probes = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/ "))
+        .count();
+    let sessions = 2;
+    let manifests = 1;
+    assert!(
+        probes <= sessions + manifests + pulled.len(),
+        "{probes} probes: {requests:?}"
+    );
     assert_eq!(
         pulled.len(),
         needed.len() + 1,

@@ -2,8 +2,9 @@
 //! record that needs it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
-use images::registry::{self, RegistryOptions};
+use images::registry::{self, BlobSource, RegistryOptions};
 use images::{Descriptor, Digest, ImageManifest, MediaType, Reference, Store};
 
 use super::format::{CacheConfig, CONFIG_MEDIA_TYPE, MAX_CONFIG};
@@ -18,6 +19,8 @@ enum Origin {
     Registry {
         reference: Reference,
         opts: Box<RegistryOptions>,
+        /// Opened at the first layer fetch and kept: one login for all of them.
+        blobs: Mutex<Option<Arc<BlobSource>>>,
     },
     Local(Store),
 }
@@ -54,6 +57,7 @@ impl Imported {
                 let origin = Origin::Registry {
                     reference: reference.clone(),
                     opts: Box::new(opts.clone()),
+                    blobs: Mutex::new(None),
                 };
                 (origin, artifact.manifest, artifact.config)
             }
@@ -181,17 +185,21 @@ impl Imported {
             return Ok(0);
         }
         match &self.origin {
-            Origin::Registry { reference, opts } => {
+            Origin::Registry {
+                reference,
+                opts,
+                blobs,
+            } => {
                 let blob = Descriptor::new(
                     MediaType::from(layer.media_type.as_str()),
                     layer.size,
                     digest,
                 );
-                registry::fetch_blob(store, reference, &blob, opts).map_err(|source| {
-                    Error::Registry {
-                        location,
-                        source: Box::new(source),
-                    }
+                let fetched = blob_source(blobs, reference, opts)
+                    .and_then(|source| source.fetch(store, &blob));
+                fetched.map_err(|source| Error::Registry {
+                    location,
+                    source: Box::new(source),
                 })
             }
             Origin::Local(source) => source
@@ -204,4 +212,20 @@ impl Imported {
                 }),
         }
     }
+}
+
+/// The registry connection of an import, opened once; a failed open is not kept, so a
+/// registry that comes back is used again.
+fn blob_source(
+    slot: &Mutex<Option<Arc<BlobSource>>>,
+    reference: &Reference,
+    opts: &RegistryOptions,
+) -> registry::Result<Arc<BlobSource>> {
+    let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(source) = slot.as_ref() {
+        return Ok(source.clone());
+    }
+    let source = Arc::new(BlobSource::open(reference, opts)?);
+    *slot = Some(source.clone());
+    Ok(source)
 }

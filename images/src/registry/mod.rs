@@ -247,14 +247,37 @@ pub fn fetch_artifact(
     pull::fetch_artifact(reference, opts, max_config)
 }
 
-/// Fetches one blob of `repository` (its tag or digest is ignored) into `store`, streamed and
-/// committed against the descriptor's digest: a failure leaves nothing behind. Returns the
-/// bytes downloaded, 0 when the store already had it.
-pub fn fetch_blob(
-    store: &Store,
-    repository: &Reference,
-    blob: &Descriptor,
-    opts: &RegistryOptions,
-) -> Result<u64> {
-    pull::fetch_blob(store, repository, blob, opts)
+/// One repository, logged in to once, for fetching blobs one at a time as they turn out to
+/// be needed (a build importing a cache fetches a layer when a step hits): one handshake and
+/// one connection pool for all of them. Can be shared between threads: concurrent fetches
+/// take turns driving its runtime.
+pub struct BlobSource {
+    session: client::Session,
+}
+
+impl BlobSource {
+    /// Connects to the registry of `repository` (its tag or digest is ignored) and logs in
+    /// for pulling.
+    pub fn open(repository: &Reference, opts: &RegistryOptions) -> Result<BlobSource> {
+        Ok(BlobSource {
+            session: pull::open_for_blobs(repository, opts)?,
+        })
+    }
+
+    /// Fetches one blob into `store`, streamed and committed against the descriptor's digest:
+    /// a failure leaves nothing behind. Returns the bytes downloaded, 0 when the store
+    /// already had it.
+    pub fn fetch(&self, store: &Store, blob: &Descriptor) -> Result<u64> {
+        pull::fetch_blob(&self.session, store, blob)
+    }
+}
+
+impl std::fmt::Debug for BlobSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "BlobSource({}/{})",
+            self.session.ctx.registry, self.session.ctx.repository
+        )
+    }
 }

@@ -325,21 +325,19 @@ pub(super) fn fetch_artifact(
     })
 }
 
-pub(super) fn fetch_blob(
-    store: &Store,
-    repository: &Reference,
-    blob: &Descriptor,
-    opts: &RegistryOptions,
-) -> Result<u64> {
+/// A session logged in for pulling, for [`super::BlobSource`].
+pub(super) fn open_for_blobs(repository: &Reference, opts: &RegistryOptions) -> Result<Session> {
+    let session = Session::open(repository, opts, Access::Pull, UploadMode::default())?;
+    session.block_on(session.authenticate(RegistryOperation::Pull))?;
+    Ok(session)
+}
+
+pub(super) fn fetch_blob(session: &Session, store: &Store, blob: &Descriptor) -> Result<u64> {
     model::sha256_hex(blob.digest())?;
     if store.has_blob(blob.digest()) {
         return Ok(0);
     }
-    let session = Session::open(repository, opts, Access::Pull, UploadMode::default())?;
-    session.block_on(async {
-        session.authenticate(RegistryOperation::Pull).await?;
-        download(&session, store, blob).await
-    })
+    session.block_on(download(session, store, blob))
 }
 
 /// The platform an image config declares, for the ref's descriptor.
