@@ -483,3 +483,46 @@ fn a_failed_export_fails_the_build_after_the_image_is_stored() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_layer_the_registry_lost_makes_that_step_run_with_a_warning() {
+    let registry = Registry::start();
+    let cache_ref = format!("{}/cache:t", registry.host());
+    let (a, b) = Machine::pair();
+    a.build(
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache_ref},mode=max"),
+        ],
+        None,
+    );
+    // The last layer of A's image is the final RUN's. Without its data the registry answers
+    // 404 for it (no blob descriptor cache is configured).
+    let lost = a.layers("c:1").pop().unwrap();
+    let hex = lost.strip_prefix("sha256:").unwrap();
+    let data = registry
+        .storage()
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    std::fs::remove_file(&data).unwrap();
+
+    let (_, log) = b.build(&["--cache-from", &cache_ref], None);
+    let out = outcomes(&log);
+    assert!(
+        outcome(&out, "final-1").starts_with("not cached"),
+        "{out:?}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARNING") && l.contains(&lost) && l.contains("the step runs")),
+        "{log}"
+    );
+    assert_eq!(b.runs(), "final-1\n", "only that step ran");
+    let fsck = run_ok(&mut b.rbuild(&["fsck"]));
+    assert!(
+        String::from_utf8_lossy(&fsck.stdout).contains(": ok"),
+        "no partial blob left: {fsck:?}"
+    );
+}
