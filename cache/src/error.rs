@@ -61,6 +61,46 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// A `--cache-to` or `--cache-from` value that cannot be used.
+    #[error("{flag} {spec}: {reason}")]
+    Spec {
+        /// `--cache-to` or `--cache-from`.
+        flag: &'static str,
+        /// The value as given.
+        spec: String,
+        /// What is wrong, and what to write instead.
+        reason: String,
+    },
+
+    /// A registry failed while a cache was exported or imported.
+    #[error("cache {location}: {source}")]
+    Registry {
+        /// The export's reference.
+        location: String,
+        /// The registry client's error (it names the registry, the blob, and what to do).
+        #[source]
+        source: Box<images::registry::Error>,
+    },
+
+    /// The local store, or a local cache directory, failed.
+    #[error("cache {location}: {source}")]
+    Store {
+        /// The export's reference or directory.
+        location: String,
+        /// The store's error.
+        #[source]
+        source: Box<images::Error>,
+    },
+
+    /// What is at a cache location is not an export this rbuild can read.
+    #[error("cache {location} cannot be used: {reason}")]
+    Unusable {
+        /// The export's reference or directory.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// Encoding a record or index as JSON failed (a bug: every field is serialisable).
     #[error("cannot encode {}: {source}", path.display())]
     Encode {

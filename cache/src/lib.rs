@@ -10,6 +10,8 @@
 //!   build does not read unchanged files.
 //! - [`gc`]: [`prune`] by size, age or everything; cache mount directories ([`mounts`]).
 //! - [`steps`]: [`Cache::lock_step`], so that concurrent builds run an identical step once.
+//! - [`share`]: `--cache-to` / `--cache-from`: records and their layers exported to a
+//!   registry or an OCI layout directory, and imported as a second lookup source.
 //!
 //! Everything is plain files under one directory (`$RBUILD_ROOT/cache`), written by temp file
 //! and rename, so it can be inspected with `ls` and `jq` and survives a `kill -9` at any point.
@@ -48,6 +50,7 @@ pub mod gc;
 pub mod key;
 pub mod mounts;
 pub mod record;
+pub mod share;
 pub mod steps;
 
 pub use checksum::{hash_bytes, hash_reader, ChecksumStats, Checksummer, FileSum};

@@ -714,6 +714,50 @@ impl Store {
         })
     }
 
+    /// Points the `index.json` entry whose `org.opencontainers.image.ref.name` is exactly
+    /// `name` at `target` (a manifest or index in the store), replacing it. For layouts that
+    /// are not image stores but one artifact under a plain OCI ref name such as `latest`
+    /// (what `skopeo … oci:DIR:latest` looks up): no reference parsing, no other annotation.
+    pub fn set_ref_name(&self, name: &str, target: &Descriptor) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::Invalid("an empty ref name".into()));
+        }
+        if !matches!(Kind::of(target.media_type()), Kind::Manifest | Kind::Index) {
+            return Err(Error::Invalid(format!(
+                "cannot name {}: media type {} is not a manifest or an index",
+                target.digest(),
+                target.media_type()
+            )));
+        }
+        self.update_index(|manifests| {
+            if !self.has_blob(target.digest()) {
+                return Err(Error::BlobNotFound {
+                    digest: target.digest().clone(),
+                    path: self.blob_path(target.digest())?,
+                });
+            }
+            manifests.retain(|d| ref_name(d) != Some(name));
+            let mut d = target.clone();
+            d.set_annotations(Some(HashMap::from([(
+                ANNOTATION_REF_NAME.to_string(),
+                name.to_string(),
+            )])));
+            manifests.push(d);
+            Ok(())
+        })
+    }
+
+    /// The entry whose `org.opencontainers.image.ref.name` is exactly `name` (see
+    /// [`Store::set_ref_name`]), if any.
+    pub fn find_ref_name(&self, name: &str) -> Result<Option<Descriptor>> {
+        Ok(self
+            .read_index()?
+            .manifests()
+            .iter()
+            .find(|d| ref_name(d) == Some(name))
+            .cloned())
+    }
+
     /// Every tagged ref and its descriptor, sorted by familiar name. Entries without a
     /// parseable name (written by other tools) are left out.
     pub fn list(&self) -> Result<Vec<(Reference, Descriptor)>> {
@@ -1292,6 +1336,14 @@ pub(crate) fn entry_reference(d: &Descriptor) -> Option<Reference> {
         .or_else(|| ann.get(ANNOTATION_REF_NAME))
         .and_then(|n| Reference::parse(n).ok())
         .filter(|r| r.tag().is_some() && r.digest().is_none())
+}
+
+/// An index entry's `org.opencontainers.image.ref.name`, as written.
+fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()?
+        .get(ANNOTATION_REF_NAME)
+        .map(String::as_str)
 }
 
 /// A name for an index entry in messages.

@@ -10,10 +10,12 @@ mod copy;
 mod mounts;
 mod progress;
 mod run;
+mod share;
 mod state;
 
 pub use mounts::{parse_secret, SecretSource};
 pub use progress::{Progress, ProgressMode};
+pub use share::Imports;
 
 use crate::exec::sandbox::{self, Network};
 use crate::plan::{Base, BaseImage, Plan, Stage};
@@ -37,6 +39,10 @@ pub struct BuildOptions {
     pub iidfile: Option<PathBuf>,
     pub secrets: BTreeMap<String, SecretSource>,
     pub no_cache: bool,
+    /// `--cache-from`: exports consulted after a local cache miss, in this order.
+    pub cache_from: Vec<cache::share::CacheFrom>,
+    /// `--cache-to`: where the build's records and layers are exported after the image.
+    pub cache_to: Vec<cache::share::CacheTo>,
 }
 
 /// What a build made.
@@ -68,6 +74,8 @@ pub struct Env<'a> {
     pub epoch: Option<i64>,
     /// The bake service this build is for: it leads every progress label.
     pub service: Option<&'a str>,
+    /// The `--cache-from` exports, opened when the build starts.
+    pub imported: Imports,
 }
 
 /// A `FROM` image: from the store, else pulled from its registry into the store (digests
@@ -116,6 +124,7 @@ pub fn base_lookup(store: &Store) -> impl Fn(&str) -> Option<BaseImage> + '_ {
 
 /// Runs the stages the target needs and writes the image.
 pub fn build(plan: &Plan, dockerfile_name: &str, env: &Env) -> Result<Built> {
+    share::import(env);
     let mut done: Vec<Option<StageState>> = vec![None; plan.stages.len()];
     let mut pending: Vec<usize> = plan.order.clone();
     // In waves: every stage whose dependencies are built runs now, side by side.
@@ -147,14 +156,15 @@ pub fn build(plan: &Plan, dockerfile_name: &str, env: &Env) -> Result<Built> {
         pending = later;
     }
     let target = done[plan.target].take().expect("the target stage ran");
-    let mut config = target.config;
+    let mut config = target.config.clone();
     // The newest step's time: a build of cache hits makes the very same config.
-    config.created = Some(target.time);
+    config.created = Some(target.time.clone());
     let manifest = env
         .store
         .write_image(&config, &target.layers, &env.opts.tags)
         .context("cannot write the image to the store")?;
     let id = manifest_config_digest(env.store, &manifest)?;
+    share::export(env, &target, &done)?;
     Ok(Built { manifest, id })
 }
 
@@ -208,6 +218,7 @@ fn run_stage(
         let slot = format!("{dockerfile_name}#{stage_name}#{i}");
         match state.apply(step, env, id, &Graph { plan, done }, &slot) {
             Ok(Outcome::Cached) if step_runs(step) => env.progress.cached(id),
+            Ok(Outcome::Imported(from)) => env.progress.cached_from(id, &from),
             Ok(_) => env.progress.done(id),
             Err(e) => {
                 env.progress.fail(id);

@@ -186,6 +186,11 @@ impl Progress {
     }
 
     fn finish(&self, id: usize, word: &str) {
+        self.finish_from(id, word, None)
+    }
+
+    /// `from`: where a cached result came from, when not the local cache.
+    fn finish_from(&self, id: usize, word: &str, from: Option<&str>) {
         let rest = {
             let mut steps = self.steps.lock().expect("progress lock");
             std::mem::take(&mut steps[id].partial)
@@ -203,13 +208,18 @@ impl Progress {
                 step.tail.clone(),
             )
         };
+        let from = from.map(|f| format!(" (from {f})")).unwrap_or_default();
         match self.style {
+            Style::Json if !from.is_empty() => {
+                self.event(id, "note", from.trim());
+                self.event(id, word, &format!("{secs:.3}"));
+            }
             Style::Json => self.event(id, word, &format!("{secs:.3}")),
-            Style::Plain if word == "CACHED" => self.emit(format!("#{} CACHED", id + 1)),
+            Style::Plain if word == "CACHED" => self.emit(format!("#{} CACHED{from}", id + 1)),
             Style::Plain => self.emit(format!("#{} {word} {secs:.1}s", id + 1)),
             Style::Tty => {
                 let state = match word {
-                    "CACHED" => "CACHED".to_string(),
+                    "CACHED" => format!("CACHED{from}"),
                     _ => format!("{secs:.1}s"),
                 };
                 let mark = if word == "ERROR" { "ERROR" } else { "=>" };
@@ -242,6 +252,11 @@ impl Progress {
             Style::Tty => self.redraw(true),
             _ => self.note(id, TEXT),
         }
+    }
+
+    /// A step found in an imported cache (`--cache-from`), named `from`.
+    pub fn cached_from(&self, id: usize, from: &str) {
+        self.finish_from(id, "CACHED", Some(from));
     }
 
     /// A note about a step (e.g. why it was not cached).

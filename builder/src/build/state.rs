@@ -23,12 +23,17 @@ pub struct StageState {
     /// Time of the newest step (RFC 3339): history times come from it, so that a build made
     /// entirely of cache hits writes the same config, byte for byte.
     pub time: String,
+    /// The cache records of the steps that made this state, its base stages' included: what
+    /// `--cache-to` exports.
+    pub records: Vec<Record>,
 }
 
 /// How a step was satisfied.
 pub enum Outcome {
     Ran,
     Cached,
+    /// A hit in a `--cache-from` export (named here).
+    Imported(String),
 }
 
 fn base_key(what: &str, id: &str) -> CacheKey {
@@ -45,6 +50,7 @@ impl StageState {
             cmd_set: false,
             key: base_key("scratch", ""),
             time: images::model::rfc3339_utc(env.epoch.unwrap_or(0)),
+            records: Vec::new(),
         }
     }
 
@@ -80,6 +86,7 @@ impl StageState {
             config: image.config,
             cmd_set: false,
             time,
+            records: Vec::new(),
         })
     }
 
@@ -185,8 +192,10 @@ impl StageState {
         }
     }
 
-    /// A cache hit reuses the recorded layer (and its snapshot); a miss says why, runs `exec`,
-    /// and records the result once its blob is safely in the store.
+    /// A cache hit reuses the recorded layer (and its snapshot); after a local miss, a hit in
+    /// a `--cache-from` export is applied the same way (its layer fetched first) and written
+    /// to the local cache, so the next build hits locally. A miss says why, runs `exec`, and
+    /// records the result once its blob is safely in the store.
     fn cached_or(
         &mut self,
         env: &Env,
@@ -210,6 +219,19 @@ impl StageState {
             if self.try_cached(env, slot, &key, &created_by)? {
                 return Ok(Outcome::Cached);
             }
+            if let Some((record, from)) = super::share::lookup(env, progress_id, &key) {
+                // Slots are per machine: the exporter's says nothing about this build.
+                let record = Record {
+                    slot: slot.to_string(),
+                    ..record
+                };
+                if self.reuse(env, &record, &created_by)? {
+                    env.cache.record(record.clone())?;
+                    self.key = key;
+                    self.records.push(record);
+                    return Ok(Outcome::Imported(from));
+                }
+            }
         }
         let miss = if env.opts.no_cache {
             Miss::NoCache
@@ -220,12 +242,13 @@ impl StageState {
         let layer = exec(self, created_by)?;
         let mut record = Record::new(key, slot, inputs, layer);
         record.created = env.now_secs();
-        env.cache.record(record)?;
+        env.cache.record(record.clone())?;
+        self.records.push(record);
         self.key = key;
         Ok(Outcome::Ran)
     }
 
-    /// Looks `key` up and applies its record; false on a miss.
+    /// Looks `key` up in the local cache and applies its record; false on a miss.
     fn try_cached(
         &mut self,
         env: &Env,
@@ -236,6 +259,7 @@ impl StageState {
         match env.cache.lookup_for(slot, key)? {
             Some(record) if self.reuse(env, &record, created_by)? => {
                 self.key = *key;
+                self.records.push(record);
                 Ok(true)
             }
             _ => Ok(false),

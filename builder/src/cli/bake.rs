@@ -163,6 +163,16 @@ fn options(run: &RunFlags, service: &Service) -> Result<BuildOptions> {
     opts.build_args = service.args.clone();
     opts.target = service.target.clone();
     opts.no_cache |= service.no_cache;
+    opts.cache_from = service
+        .cache_from
+        .iter()
+        .map(|s| cache::share::CacheFrom::parse(s))
+        .collect::<Result<_, _>>()?;
+    opts.cache_to = service
+        .cache_to
+        .iter()
+        .map(|s| cache::share::CacheTo::parse(s))
+        .collect::<Result<_, _>>()?;
     Ok(opts)
 }
 

@@ -45,6 +45,16 @@ pub struct BuildArgs {
     /// Push the image's tags to their registries once built.
     #[arg(long)]
     pub push: bool,
+    /// Import build cache: type=registry,ref=NAME:TAG (or just NAME:TAG), or
+    /// type=local,src=DIR[,tag=T]; may be repeated. Used after a local miss; a cache that
+    /// cannot be read is a warning.
+    #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
+    pub cache_from: Vec<String>,
+    /// Export build cache: type=registry,ref=NAME:TAG[,mode=min|max] or
+    /// type=local,dest=DIR[,tag=T][,mode=min|max]; may be repeated. mode=min (the default)
+    /// exports the final image's steps, mode=max every stage's.
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=max]")]
+    pub cache_to: Vec<String>,
     /// The build context directory (default: the Dockerfile's directory).
     pub context: Option<PathBuf>,
 }
@@ -90,6 +100,8 @@ impl RunFlags {
             compression: self.compression.unwrap_or_default(),
             progress: self.progress,
             iidfile: None,
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
             no_cache: self.no_cache,
             secrets: self
                 .secrets
@@ -178,6 +190,16 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
         build_args: args.vars.build_args(),
         target: args.vars.target.clone(),
         iidfile: args.iidfile.clone(),
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|s| cache::share::CacheFrom::parse(s))
+            .collect::<Result<_, _>>()?,
+        cache_to: args
+            .cache_to
+            .iter()
+            .map(|s| cache::share::CacheTo::parse(s))
+            .collect::<Result<_, _>>()?,
         ..args.run.options(file, context, tags.clone())?
     };
     let session = Session::open()?;

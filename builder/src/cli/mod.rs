@@ -9,7 +9,7 @@ mod registry;
 mod session;
 mod store;
 
-pub use store::open_store;
+pub use store::{human_size, open_store};
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;

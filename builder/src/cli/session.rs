@@ -63,6 +63,7 @@ impl Session {
             platform: crate::plan::host_platform(),
             epoch: images::archive::source_date_epoch().map(|s| s as i64),
             service,
+            imported: build::Imports::default(),
         };
         build::build(&loaded.plan, &name, &env)
     }

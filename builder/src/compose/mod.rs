@@ -39,6 +39,11 @@ pub struct Service {
     pub tags: Vec<String>,
     #[serde(rename = "no-cache")]
     pub no_cache: bool,
+    /// `build.cache_from` / `cache_to`: `--cache-from` / `--cache-to` specs for this image.
+    #[serde(rename = "cache-from")]
+    pub cache_from: Vec<String>,
+    #[serde(rename = "cache-to")]
+    pub cache_to: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -66,6 +71,8 @@ struct PartialBuild {
     /// `None`: listed without a value, taken from the environment.
     args: BTreeMap<String, Option<String>>,
     target: Option<String>,
+    cache_from: Option<Vec<String>>,
+    cache_to: Option<Vec<String>>,
 }
 
 /// The compose file `docker compose` would use in `dir`.
@@ -182,6 +189,8 @@ pub fn load(files: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<P
                 target: build.target,
                 tags: vec![tag],
                 no_cache: false,
+                cache_from: build.cache_from.unwrap_or_default(),
+                cache_to: build.cache_to.unwrap_or_default(),
             },
         );
     }
@@ -266,6 +275,14 @@ fn read_service(name: &str, def: &Value) -> Result<Partial> {
             if let Some(args) = map.get("args") {
                 out.args = read_args(args, &format!("{at}.args"))?;
             }
+            for (key, list) in [
+                ("cache_from", &mut out.cache_from),
+                ("cache_to", &mut out.cache_to),
+            ] {
+                if let Some(v) = map.get(key) {
+                    *list = Some(read_list(v, &format!("{at}.{key}"))?);
+                }
+            }
         }
         _ => bail!("{at}: expected a string (the context) or a map"),
     }
@@ -304,6 +321,18 @@ fn read_args(args: &Value, at: &str) -> Result<BTreeMap<String, Option<String>>>
     }
 }
 
+/// A list of strings.
+fn read_list(value: &Value, at: &str) -> Result<Vec<String>> {
+    match value {
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| scalar(item, &format!("{at}.{i}")))
+            .collect(),
+        _ => bail!("{at}: expected a list"),
+    }
+}
+
 /// A string, number or boolean, as text (compose accepts `VERSION: 2`).
 fn scalar(value: &Value, at: &str) -> Result<String> {
     match value {
@@ -324,6 +353,8 @@ fn merge(into: &mut Partial, later: Partial) {
     build.context = later.context.or(build.context.take());
     build.dockerfile = later.dockerfile.or(build.dockerfile.take());
     build.target = later.target.or(build.target.take());
+    build.cache_from = later.cache_from.or(build.cache_from.take());
+    build.cache_to = later.cache_to.or(build.cache_to.take());
     build.args.extend(later.args);
 }
 

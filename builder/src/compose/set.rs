@@ -1,6 +1,6 @@
 //! `--set SERVICE.KEY=VALUE`: docker buildx bake's overrides, for the keys rbuild supports:
-//! `args.NAME`, `target`, `tags` (the first `--set` of a service's tags replaces its list, the
-//! next ones extend it) and `no-cache`. `*` as SERVICE sets every service.
+//! `args.NAME`, `target`, `tags`, `cache-from`, `cache-to` (the first `--set` of a list replaces
+//! it, the next ones extend it) and `no-cache`. `*` as SERVICE sets every service.
 
 use super::Service;
 use anyhow::{anyhow, bail, Result};
@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Applies `sets` in order.
 pub fn apply(services: &mut BTreeMap<String, Service>, sets: &[String]) -> Result<()> {
-    let mut tags_replaced = BTreeSet::new();
+    let mut replaced = BTreeSet::new();
     for spec in sets {
         let (lhs, value) = spec
             .split_once('=')
@@ -30,11 +30,16 @@ pub fn apply(services: &mut BTreeMap<String, Service>, sets: &[String]) -> Resul
             let service = services.get_mut(&name).expect("listed above");
             match key {
                 "target" => service.target = Some(value.to_string()),
-                "tags" => {
-                    if tags_replaced.insert(name) {
-                        service.tags.clear();
+                "tags" | "cache-from" | "cache-to" => {
+                    let list = match key {
+                        "tags" => &mut service.tags,
+                        "cache-from" => &mut service.cache_from,
+                        _ => &mut service.cache_to,
+                    };
+                    if replaced.insert((name, key)) {
+                        list.clear();
                     }
-                    service.tags.push(value.to_string());
+                    list.push(value.to_string());
                 }
                 "no-cache" => {
                     service.no_cache = match value {
@@ -48,8 +53,8 @@ pub fn apply(services: &mut BTreeMap<String, Service>, sets: &[String]) -> Resul
                         service.args.insert(arg.to_string(), value.to_string());
                     }
                     _ => bail!(
-                        "--set {spec}: rbuild supports the keys args.NAME, target, tags and \
-                         no-cache"
+                        "--set {spec}: rbuild supports the keys args.NAME, target, tags, \
+                         cache-from, cache-to and no-cache"
                     ),
                 },
             }
@@ -75,6 +80,8 @@ mod tests {
                         target: None,
                         tags: vec![format!("{n}:1")],
                         no_cache: false,
+                        cache_from: Vec::new(),
+                        cache_to: vec![format!("type=local,dest=/c/{n}")],
                     },
                 )
             })
@@ -88,6 +95,23 @@ mod tests {
             &specs.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         )?;
         Ok(s)
+    }
+
+    #[test]
+    fn cache_lists_are_replaced_then_extended() {
+        let s = set(&[
+            "a.cache-to=type=registry,ref=r/a",
+            "a.cache-to=type=local,dest=d",
+            "*.cache-from=r/x",
+        ])
+        .unwrap();
+        assert_eq!(
+            s["a"].cache_to,
+            ["type=registry,ref=r/a", "type=local,dest=d"]
+        );
+        assert_eq!(s["b"].cache_to, ["type=local,dest=/c/b"]);
+        assert_eq!(s["a"].cache_from, ["r/x"]);
+        assert_eq!(s["b"].cache_from, ["r/x"]);
     }
 
     #[test]

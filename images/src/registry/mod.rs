@@ -55,7 +55,7 @@ mod push;
 
 use std::time::Duration;
 
-use oci_spec::image::{Descriptor, Digest};
+use oci_spec::image::{Descriptor, Digest, ImageManifest};
 
 pub use client::{use_plain_http, Credentials, INSECURE_REGISTRIES_ENV};
 pub use error::{Error, Location, Result, Target};
@@ -211,4 +211,73 @@ pub fn push(store: &Store, reference: &Reference, opts: &PushOptions) -> Result<
 /// [module docs](self).
 pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions) -> Result<PullReport> {
     pull::pull(store, reference, opts)
+}
+
+/// Pushes a manifest that is in `store` (tagged or not, e.g. an artifact such as a build-cache
+/// export) with its config and layers to `reference`, exactly as [`push`] pushes an image:
+/// only missing blobs, the manifest last, under the reference's tag.
+pub fn push_manifest(
+    store: &Store,
+    manifest: &Descriptor,
+    reference: &Reference,
+    opts: &PushOptions,
+) -> Result<PushReport> {
+    push::push_descriptor(store, manifest, reference, opts)
+}
+
+/// A manifest fetched with its config, but none of its layers (see [`fetch_artifact`]).
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// Digest of the manifest the reference resolved to.
+    pub manifest_digest: Digest,
+    /// The manifest.
+    pub manifest: ImageManifest,
+    /// The config blob's bytes, verified against the manifest's config digest.
+    pub config: Vec<u8>,
+}
+
+/// Fetches the manifest `reference` names and its config blob (at most `max_config` bytes),
+/// into memory: for artifacts whose config describes which layers to fetch later with
+/// [`fetch_blob`]. Whatever the config's media type; an index is refused.
+pub fn fetch_artifact(
+    reference: &Reference,
+    opts: &RegistryOptions,
+    max_config: u64,
+) -> Result<Artifact> {
+    pull::fetch_artifact(reference, opts, max_config)
+}
+
+/// One repository, logged in to once, for fetching blobs one at a time as they turn out to
+/// be needed (a build importing a cache fetches a layer when a step hits): one handshake and
+/// one connection pool for all of them. Can be shared between threads: concurrent fetches
+/// take turns driving its runtime.
+pub struct BlobSource {
+    session: client::Session,
+}
+
+impl BlobSource {
+    /// Connects to the registry of `repository` (its tag or digest is ignored) and logs in
+    /// for pulling.
+    pub fn open(repository: &Reference, opts: &RegistryOptions) -> Result<BlobSource> {
+        Ok(BlobSource {
+            session: pull::open_for_blobs(repository, opts)?,
+        })
+    }
+
+    /// Fetches one blob into `store`, streamed and committed against the descriptor's digest:
+    /// a failure leaves nothing behind. Returns the bytes downloaded, 0 when the store
+    /// already had it.
+    pub fn fetch(&self, store: &Store, blob: &Descriptor) -> Result<u64> {
+        pull::fetch_blob(&self.session, store, blob)
+    }
+}
+
+impl std::fmt::Debug for BlobSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "BlobSource({}/{})",
+            self.session.ctx.registry, self.session.ctx.repository
+        )
+    }
 }

@@ -11,7 +11,7 @@ use oci_spec::image::{
 
 use super::client::Session;
 use super::error::{Access, Error, Result, Target};
-use super::{PullOptions, PullReport, UploadMode};
+use super::{Artifact, PullOptions, PullReport, RegistryOptions, UploadMode};
 use crate::model::{self, ImageConfig, Kind, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
 use crate::reference::Reference;
 use crate::store::{self, Store};
@@ -199,37 +199,16 @@ fn media_type_of(body: &[u8]) -> std::result::Result<MediaType, String> {
 /// Streams one blob into the store and commits it against its digest. Returns its size.
 async fn download(session: &Session, store: &Store, blob: &Descriptor) -> Result<u64> {
     let ctx = session.ctx.with_target(Target::Blob(blob.digest().clone()));
-    let size = blob.size();
     session
         .retry(|| async {
-            let mut body = session
-                .client
-                .pull_blob_stream(&session.oref, blob.digest().as_ref())
-                .await
-                .map_err(|e| ctx.oci(e))?;
-            if let Some(len) = body.content_length.filter(|len| *len != size) {
-                return Err(ctx.rejected(
-                    None,
-                    format!("the registry sends {len} bytes but the manifest says {size}"),
-                ));
-            }
             // Dropping the writer on any error below removes its temp file.
             let mut writer = store.blob_writer()?;
-            let mut received = 0u64;
-            while let Some(piece) = body.next().await {
-                let piece = piece.map_err(|e| ctx.io(e))?;
-                received += piece.len() as u64;
-                // Never store more than the manifest promised, whatever the server sends.
-                if received > size {
-                    return Err(ctx.rejected(
-                        None,
-                        format!("the registry sent more than the {size} bytes the manifest says"),
-                    ));
-                }
+            receive(session, blob, &mut |piece| {
                 writer
-                    .write_all(&piece)
-                    .map_err(|e| crate::Error::io("write", writer.path(), e))?;
-            }
+                    .write_all(piece)
+                    .map_err(|e| crate::Error::io("write", writer.path(), e).into())
+            })
+            .await?;
             // commit() fsyncs: off the runtime thread, so other transfers go on meanwhile.
             let expected = blob.digest().clone();
             let committed = tokio::task::spawn_blocking(move || writer.commit(Some(&expected)))
@@ -244,6 +223,121 @@ async fn download(session: &Session, store: &Store, blob: &Descriptor) -> Result
             }
         })
         .await
+}
+
+/// One GET of a blob, its bytes handed to `sink` as they arrive; never more than the
+/// descriptor's size. The caller verifies the digest (and retries).
+async fn receive(
+    session: &Session,
+    blob: &Descriptor,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let ctx = session.ctx.with_target(Target::Blob(blob.digest().clone()));
+    let size = blob.size();
+    let mut body = session
+        .client
+        .pull_blob_stream(&session.oref, blob.digest().as_ref())
+        .await
+        .map_err(|e| ctx.oci(e))?;
+    if let Some(len) = body.content_length.filter(|len| *len != size) {
+        return Err(ctx.rejected(
+            None,
+            format!("the registry sends {len} bytes but the manifest says {size}"),
+        ));
+    }
+    let mut received = 0u64;
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| ctx.io(e))?;
+        received += piece.len() as u64;
+        // Never store more than the manifest promised, whatever the server sends.
+        if received > size {
+            return Err(ctx.rejected(
+                None,
+                format!("the registry sent more than the {size} bytes the manifest says"),
+            ));
+        }
+        sink(&piece)?;
+    }
+    Ok(())
+}
+
+/// A small blob (a config), in memory, verified against its digest.
+async fn fetch_small_blob(session: &Session, blob: &Descriptor) -> Result<Vec<u8>> {
+    let ctx = session.ctx.with_target(Target::Blob(blob.digest().clone()));
+    session
+        .retry(|| async {
+            let mut data = Vec::new();
+            receive(session, blob, &mut |piece| {
+                data.extend_from_slice(piece);
+                Ok(())
+            })
+            .await?;
+            let actual = model::sha256_digest(&data);
+            if actual != *blob.digest() {
+                return Err(ctx.digest_mismatch(blob.digest().to_string(), actual.to_string()));
+            }
+            Ok(data)
+        })
+        .await
+}
+
+pub(super) fn fetch_artifact(
+    reference: &Reference,
+    opts: &RegistryOptions,
+    max_config: u64,
+) -> Result<Artifact> {
+    let session = Session::open(reference, opts, Access::Pull, UploadMode::default())?;
+    session.block_on(async {
+        session.authenticate(RegistryOperation::Pull).await?;
+        let invalid = |reason: String| Error::InvalidImage {
+            registry: session.ctx.registry.clone(),
+            reference: reference.familiar(),
+            reason,
+        };
+        let name = match (reference.digest(), reference.tag()) {
+            (Some(d), _) => d.to_string(),
+            (None, t) => t.unwrap_or(crate::reference::DEFAULT_TAG).to_string(),
+        };
+        let (body, digest) = fetch_manifest(&session, &session.oref, &name).await?;
+        let media_type = media_type_of(&body).map_err(&invalid)?;
+        if Kind::of(&media_type) != Kind::Manifest {
+            return Err(invalid(format!(
+                "{digest} has media type {media_type}, not a manifest"
+            )));
+        }
+        let manifest: ImageManifest = serde_json::from_slice(&body)
+            .map_err(|e| invalid(format!("unreadable manifest {digest}: {e}")))?;
+        let config = manifest.config();
+        model::sha256_hex(config.digest())?;
+        if config.size() > max_config {
+            return Err(invalid(format!(
+                "its config {} is {} bytes, more than the {max_config} expected",
+                config.digest(),
+                config.size()
+            )));
+        }
+        let config = fetch_small_blob(&session, config).await?;
+        Ok(Artifact {
+            manifest_digest: digest,
+            manifest,
+            config,
+        })
+    })
+}
+
+/// A session logged in for pulling, for [`super::BlobSource`].
+pub(super) fn open_for_blobs(repository: &Reference, opts: &RegistryOptions) -> Result<Session> {
+    let session = Session::open(repository, opts, Access::Pull, UploadMode::default())?;
+    session.block_on(session.authenticate(RegistryOperation::Pull))?;
+    Ok(session)
+}
+
+pub(super) fn fetch_blob(session: &Session, store: &Store, blob: &Descriptor) -> Result<u64> {
+    model::sha256_hex(blob.digest())?;
+    if store.has_blob(blob.digest()) {
+        return Ok(0);
+    }
+    session.block_on(download(session, store, blob))
 }
 
 /// The platform an image config declares, for the ref's descriptor.

@@ -134,7 +134,16 @@ enum Outcome {
 
 pub(super) fn push(store: &Store, reference: &Reference, opts: &PushOptions) -> Result<PushReport> {
     let top = store.resolve(reference)?;
-    let plan = Plan::new(store, &top, &reference.familiar())?;
+    push_descriptor(store, &top, reference, opts)
+}
+
+pub(super) fn push_descriptor(
+    store: &Store,
+    top: &Descriptor,
+    reference: &Reference,
+    opts: &PushOptions,
+) -> Result<PushReport> {
+    let plan = Plan::new(store, top, &reference.familiar())?;
     let session = Session::open(reference, &opts.registry, Access::Push, opts.upload_mode)?;
     session.block_on(run(&session, store, reference, &plan, opts))
 }
