@@ -340,8 +340,9 @@ impl Checksummer {
             .collect())
     }
 
-    /// Write the index: temp file beside it, fsync, rename. Paths that are not UTF-8 are not
-    /// persisted (JSON keys are strings); they are simply hashed again next time.
+    /// Write the index: temp file beside it, then rename (not fsynced: an index lost to a power
+    /// cut only costs hashing again). Paths that are not UTF-8 are not persisted (JSON keys
+    /// are strings); they are simply hashed again next time.
     pub fn save(&self) -> Result<()> {
         let bytes = {
             let state = self.lock_state();

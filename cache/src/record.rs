@@ -14,11 +14,13 @@
 //!
 //! # Crash safety
 //!
-//! Every file is written to `tmp/`, fsynced, then renamed over its final name, so a reader
-//! sees the old file or the new one, never a mix, even if the writer is SIGKILLed. The
-//! directory itself is not fsynced: losing the newest record to a power cut costs a rebuild of
-//! one step, not correctness. A file that does not parse anyway (disk damage, hand edits) is
-//! skipped and reported through [`Cache::take_warnings`]; `prune` deletes it.
+//! Every file is written to `tmp/`, then renamed over its final name, so a reader sees the old
+//! file or the new one, never a mix, even if the writer is SIGKILLed. Nothing is fsynced: a
+//! record only points at a layer blob the store has already made durable, so a power cut can
+//! at worst leave a record empty or missing, which costs a rebuild of one step, not
+//! correctness (an fsync per record and slot was most of a cached step's time). A file that
+//! does not parse (a power cut, disk damage, hand edits) is skipped and reported through
+//! [`Cache::take_warnings`]; `prune` deletes it.
 //!
 //! # last_used
 //!
@@ -462,8 +464,9 @@ impl Cache {
     }
 }
 
-/// Writes `bytes` to `temp` (created new), fsyncs it and renames it onto `dest`: a reader sees
-/// the old file or the new one, never part of one. The temp file is removed on failure.
+/// Writes `bytes` to `temp` (created new) and renames it onto `dest`: a reader sees the old
+/// file or the new one, never part of one. The temp file is removed on failure. Not fsynced:
+/// only for files whose loss or truncation by a power cut is harmless (see the module docs).
 pub(crate) fn write_atomic(temp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -472,7 +475,6 @@ pub(crate) fn write_atomic(temp: &Path, dest: &Path, bytes: &[u8]) -> Result<()>
             .open(temp)
             .ctx("create temp file", temp)?;
         f.write_all(bytes).ctx("write", temp)?;
-        f.sync_all().ctx("fsync", temp)?;
         fs::rename(temp, dest).ctx("rename into place", dest)
     })();
     if result.is_err() {
