@@ -168,7 +168,8 @@ class Env:
         for d in TOOL_STATE:
             (WORK / d).mkdir(parents=True, exist_ok=True)
         (WORK / "docker-config/config.json").write_text("{}\n")  # docker's, and buildah's authfile
-        self.start_apt_cache()
+        if PROXY:
+            self.start_apt_cache()
         self.start_dockerd()
         self.restart_registry(wipe=True)
         self.import_base()
@@ -280,7 +281,7 @@ class Env:
             dockerfile = ctx / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")
             self.services[name] = (ctx, dockerfile)
             svc["image"] = self.tag("rbuild", name)
-            if isinstance(build, dict):
+            if isinstance(build, dict) and PROXY:
                 build.setdefault("args", {})
                 if isinstance(build["args"], dict):
                     build["args"]["http_proxy"] = PROXY
@@ -405,7 +406,7 @@ class Tools:
                 cmd = [DOCKER, "build", "--network", "host"]
             else:
                 cmd = env.buildah("build", "--layers", "--isolation", BUILDAH_ISOLATION, "--network", "host")
-            cmds.append([*cmd, "-t", tag, "--build-arg", proxy, "-f", str(dockerfile), str(ctx)])
+            cmds.append([*cmd, "-t", tag, *(["--build-arg", proxy] if PROXY else []), "-f", str(dockerfile), str(ctx)])
         return cmds
 
     def push_cmds(self, tool, services):
@@ -743,8 +744,11 @@ def write_results(bench, args, started):
         f"{(time.time() - started) / 60:.0f} min.",
         "",
         "- Same base `debian:bookworm` (mmdebstrap minbase, imported by rbuild, `rbuild save` into "
-        "docker and buildah); apt through one apt-cacher-ng (warmed by untimed builds), "
-        "`--build-arg http_proxy`, host network for RUN in every tool.",
+        "docker and buildah); "
+        + ("apt through one apt-cacher-ng (warmed by untimed builds), `--build-arg http_proxy`, "
+           if PROXY else "apt straight from Debian's mirror (`--no-apt-cache`: cold numbers include "
+           "network time), ")
+        + "host network for RUN in every tool.",
         f"- Stack: the {len(bench.env.services)} images of `srcs/docker-compose.yml`. rbuild: {stack_mode}; "
         "BuildKit, classic and buildah: one build process per image, all started at once "
         "(concurrent for every tool). Times are wall-clock seconds for the whole scope."
@@ -892,6 +896,9 @@ def parse_args():
     p.add_argument("--scopes", default=None, help="stack,nginx (default both; --quick: nginx)")
     p.add_argument("--reps", type=int, default=None, help="repetitions of every scenario")
     p.add_argument("--rbuild", default=None, help="rbuild binary (default: cargo build --release)")
+    p.add_argument("--no-apt-cache", action="store_true",
+                   help="apt straight from Debian's mirror, no apt-cacher-ng (cold numbers then include "
+                        "network time; apt-cacher-ng 3.7 can hang concurrent builds)")
     args = p.parse_args()
     args.scenarios = args.scenarios.split(",")
     args.tools = args.tools.split(",")
@@ -909,7 +916,10 @@ def parse_args():
 
 
 def main():
+    global PROXY
     args = parse_args()
+    if args.no_apt_cache:
+        PROXY = None
     if os.geteuid() != 0:
         sys.exit("run as root (rbuild, dockerd and buildah need it)")
     started = time.time()
@@ -930,9 +940,10 @@ def main():
         env.start()
         # One image at a time first: apt-cacher-ng mishandles concurrent first fetches of a file.
         needed = list(env.services) if "stack" in args.scopes else ["nginx"]
-        log(f"filling the apt cache: {args.tools[0]} builds {', '.join(needed)} one at a time (untimed)")
-        for s in needed:
-            bench.build(args.tools[0], [s], "apt-fill")
+        if PROXY:
+            log(f"filling the apt cache: {args.tools[0]} builds {', '.join(needed)} one at a time (untimed)")
+            for s in needed:
+                bench.build(args.tools[0], [s], "apt-fill")
         for scope in args.scopes:
             services = list(env.services) if scope == "stack" else ["nginx"]
             log(f"== {scope}: {', '.join(services)}")

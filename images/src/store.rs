@@ -669,27 +669,26 @@ impl Store {
         for r in references {
             check_taggable(r)?;
         }
-        if !matches!(Kind::of(target.media_type()), Kind::Manifest | Kind::Index) {
-            return Err(Error::Invalid(format!(
-                "cannot tag {}: media type {} is not a manifest or an index",
-                target.digest(),
-                target.media_type()
-            )));
-        }
+        check_ref_target(target, "tag")?;
         self.update_index(|manifests| {
-            // Never create a dangling ref. Checked under the lock, which `prune` also holds,
-            // so a manifest cannot be deleted between this check and the write.
-            if !self.has_blob(target.digest()) {
-                return Err(Error::BlobNotFound {
-                    digest: target.digest().clone(),
-                    path: self.blob_path(target.digest())?,
-                });
-            }
+            self.require_ref_target(target)?;
             manifests.retain(|d| entry_reference(d).is_none_or(|r| !references.contains(&r)));
             for r in references {
                 manifests.push(tagged_descriptor(target, r, created));
             }
             Ok(())
+        })
+    }
+
+    /// Never a dangling ref: called under the index lock, which `prune` also holds, so the
+    /// manifest cannot be deleted between this check and the write.
+    fn require_ref_target(&self, target: &Descriptor) -> Result<()> {
+        if self.has_blob(target.digest()) {
+            return Ok(());
+        }
+        Err(Error::BlobNotFound {
+            digest: target.digest().clone(),
+            path: self.blob_path(target.digest())?,
         })
     }
 
@@ -722,20 +721,9 @@ impl Store {
         if name.is_empty() {
             return Err(Error::Invalid("an empty ref name".into()));
         }
-        if !matches!(Kind::of(target.media_type()), Kind::Manifest | Kind::Index) {
-            return Err(Error::Invalid(format!(
-                "cannot name {}: media type {} is not a manifest or an index",
-                target.digest(),
-                target.media_type()
-            )));
-        }
+        check_ref_target(target, "name")?;
         self.update_index(|manifests| {
-            if !self.has_blob(target.digest()) {
-                return Err(Error::BlobNotFound {
-                    digest: target.digest().clone(),
-                    path: self.blob_path(target.digest())?,
-                });
-            }
+            self.require_ref_target(target)?;
             manifests.retain(|d| ref_name(d) != Some(name));
             let mut d = target.clone();
             d.set_annotations(Some(HashMap::from([(
@@ -1314,6 +1302,18 @@ fn empty_index() -> Result<ImageIndex> {
         .manifests(Vec::new())
         .build()
         .map_err(|e| Error::Invalid(format!("cannot build an empty index: {e}")))
+}
+
+/// Refs point at manifests and indexes only.
+fn check_ref_target(target: &Descriptor, verb: &str) -> Result<()> {
+    if matches!(Kind::of(target.media_type()), Kind::Manifest | Kind::Index) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "cannot {verb} {}: media type {} is not a manifest or an index",
+        target.digest(),
+        target.media_type()
+    )))
 }
 
 fn check_taggable(r: &Reference) -> Result<()> {

@@ -38,6 +38,75 @@ pub fn rbuild_bin() -> PathBuf {
     .clone()
 }
 
+/// A store of the test's own (`RBUILD_ROOT`) with a work dir beside it, removed when dropped,
+/// and `rbuild` commands on them.
+pub struct Scratch {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-test-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().join("store");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work dir");
+        Scratch {
+            root,
+            work,
+            _dir: dir,
+        }
+    }
+
+    /// `rbuild ARGS` on this store, in the work dir.
+    pub fn rbuild(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(rbuild_bin());
+        cmd.env("RBUILD_ROOT", &self.root)
+            .current_dir(&self.work)
+            .args(args);
+        cmd
+    }
+
+    /// Runs it, failing the test unless it succeeds.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_ok(&mut self.rbuild(args))
+    }
+
+    /// Its stdout, failing the test unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> String {
+        String::from_utf8(self.run(args).stdout).expect("utf-8 output")
+    }
+
+    /// Runs it, failing the test unless it exits with 1.
+    pub fn fails(&self, args: &[&str]) -> Output {
+        let out = self.rbuild(args).output().expect("run rbuild");
+        assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {out:?}");
+        out
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+/// `tar -C DIR -cf TAR .`
+pub fn tar_dir(dir: &Path, tar: &Path) {
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(dir)
+            .arg("-cf")
+            .arg(tar)
+            .arg("."),
+    );
+}
+
 /// Runs a command, failing the test with its output when it does not succeed.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
@@ -86,14 +155,7 @@ pub fn busybox_tar(dir: &Path) -> PathBuf {
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     let tar = dir.join("bb.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    );
+    tar_dir(&root, &tar);
     tar
 }
 

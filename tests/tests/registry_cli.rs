@@ -3,57 +3,18 @@
 //! `docker pull` at the end of the interrupted push).
 
 use rbuild_tests::registry::Registry;
-use rbuild_tests::{busybox_tar, rbuild_bin, run_ok, Docker};
+use rbuild_tests::{busybox_tar, run_ok, tar_dir, Docker, Scratch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A store of its own and a work dir.
-struct Store {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    work: PathBuf,
-}
-
-impl Store {
-    fn new() -> Store {
-        let dir = tempfile::Builder::new()
-            .prefix("rbuild-registry-")
-            .tempdir()
-            .unwrap();
-        let root = dir.path().join("store");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        Store {
-            root,
-            work,
-            _dir: dir,
-        }
-    }
-
-    fn rbuild(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(rbuild_bin());
-        cmd.env("RBUILD_ROOT", &self.root)
-            .current_dir(&self.work)
-            .args(args);
-        cmd
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        run_ok(&mut self.rbuild(args))
-    }
-
-    fn stdout(&self, args: &[&str]) -> String {
-        String::from_utf8(self.ok(args).stdout).unwrap()
-    }
-
-    fn manifest_digest(&self, image: &str) -> String {
-        let v: serde_json::Value = serde_json::from_str(&self.stdout(&["inspect", image])).unwrap();
-        v[0]["Digest"]
-            .as_str()
-            .expect("inspect shows a Digest")
-            .to_string()
-    }
+/// The manifest digest `rbuild inspect` shows for `image`.
+fn manifest_digest(store: &Scratch, image: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&store.ok(&["inspect", image])).unwrap();
+    v[0]["Digest"]
+        .as_str()
+        .expect("inspect shows a Digest")
+        .to_string()
 }
 
 fn stderr(out: &Output) -> String {
@@ -64,19 +25,19 @@ fn stderr(out: &Output) -> String {
 fn push_all_tags_pull_and_from_pulls_the_base() {
     let reg = Registry::start();
     let host = reg.host();
-    let a = Store::new();
+    let a = Scratch::new();
     let tar = busybox_tar(&a.work);
     let tar = tar.to_str().unwrap();
     a.ok(&["import", tar, &format!("{host}/bb:1")]);
     a.ok(&["tag", &format!("{host}/bb:1"), &format!("{host}/bb:2")]);
 
-    let out = a.ok(&["push", "--all-tags", &format!("{host}/bb")]);
+    let out = a.run(&["push", "--all-tags", &format!("{host}/bb")]);
     let printed = String::from_utf8(out.stdout).unwrap();
     assert_eq!(printed.lines().count(), 2, "one line per tag: {printed}");
     assert!(reg.catalog().contains("\"bb\""), "{}", reg.catalog());
 
     // Pushing again moves nothing.
-    let again = a.ok(&["push", &format!("{host}/bb:1")]);
+    let again = a.run(&["push", &format!("{host}/bb:1")]);
     assert!(
         stderr(&again).contains("0 blob(s) uploaded (0 B)"),
         "{}",
@@ -91,32 +52,32 @@ fn push_all_tags_pull_and_from_pulls_the_base() {
     assert!(stderr(&bad).contains("without a tag"), "{}", stderr(&bad));
 
     // An empty store pulls it back, same manifest.
-    let b = Store::new();
+    let b = Scratch::new();
     b.ok(&["pull", &format!("{host}/bb:2")]);
     assert_eq!(
-        b.manifest_digest(&format!("{host}/bb:2")),
-        a.manifest_digest(&format!("{host}/bb:2"))
+        manifest_digest(&b, &format!("{host}/bb:2")),
+        manifest_digest(&a, &format!("{host}/bb:2"))
     );
 
     // An empty store builds FROM the registry's image, then pushes the result.
-    let c = Store::new();
+    let c = Scratch::new();
     std::fs::write(
         c.work.join("Dockerfile"),
         format!("FROM {host}/bb:1\nRUN echo built > /built\n"),
     )
     .unwrap();
-    let built = c.ok(&["build", "-t", &format!("{host}/app:1"), "--push", "."]);
+    let built = c.run(&["build", "-t", &format!("{host}/app:1"), "--push", "."]);
     assert!(
         stderr(&built).contains("pulling it from"),
         "{}",
         stderr(&built)
     );
     assert!(reg.catalog().contains("\"app\""), "{}", reg.catalog());
-    let d = Store::new();
+    let d = Scratch::new();
     d.ok(&["pull", &format!("{host}/app:1")]);
     assert_eq!(
-        d.manifest_digest(&format!("{host}/app:1")),
-        c.manifest_digest(&format!("{host}/app:1"))
+        manifest_digest(&d, &format!("{host}/app:1")),
+        manifest_digest(&c, &format!("{host}/app:1"))
     );
 
     // A base that is nowhere says what to do.
@@ -144,14 +105,7 @@ fn big_rootfs(dir: &Path) -> PathBuf {
             .arg(format!("of={}", root.join("noise").display())),
     );
     let tar = dir.join("big.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    );
+    tar_dir(&root, &tar);
     std::fs::remove_dir_all(&root).unwrap();
     tar
 }
@@ -160,7 +114,7 @@ fn big_rootfs(dir: &Path) -> PathBuf {
 fn registry_killed_mid_push_then_the_same_push_completes_and_docker_pulls_it() {
     let mut reg = Registry::start();
     let image = format!("{}/big:1", reg.host());
-    let s = Store::new();
+    let s = Scratch::new();
     let tar = big_rootfs(&s.work);
     s.ok(&["import", tar.to_str().unwrap(), &image]);
 
@@ -193,7 +147,7 @@ fn registry_killed_mid_push_then_the_same_push_completes_and_docker_pulls_it() {
     );
 
     reg.restart();
-    let done = s.ok(&["push", &image]);
+    let done = s.run(&["push", &image]);
     let digest = stderr(&done)
         .lines()
         .find_map(|l| l.split_once(": digest: ").map(|(_, d)| d.to_string()))

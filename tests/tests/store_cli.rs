@@ -1,54 +1,9 @@
 //! The store commands as a user runs them, on a real store: import, list, tag, inspect,
 //! history, save, rmi, du, fsck, and what a bad input or a kill leaves behind.
 
-use rbuild_tests::{busybox_tar, rbuild_bin, run_ok};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-struct Env {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    work: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::Builder::new()
-            .prefix("rbuild-store-")
-            .tempdir()
-            .unwrap();
-        let root = dir.path().join("store");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        Env {
-            root,
-            work,
-            _dir: dir,
-        }
-    }
-
-    fn rbuild(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(rbuild_bin());
-        cmd.env("RBUILD_ROOT", &self.root)
-            .current_dir(&self.work)
-            .args(args);
-        cmd
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        String::from_utf8(run_ok(&mut self.rbuild(args)).stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> Output {
-        let out = self.rbuild(args).output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {out:?}");
-        out
-    }
-
-    fn busybox_tar(&self) -> PathBuf {
-        busybox_tar(&self.work)
-    }
-}
+use rbuild_tests::{busybox_tar, run_ok, Scratch};
+use std::path::Path;
+use std::process::Command;
 
 fn blobs(root: &Path) -> usize {
     std::fs::read_dir(root.join("blobs/sha256")).map_or(0, |d| d.count())
@@ -56,8 +11,8 @@ fn blobs(root: &Path) -> usize {
 
 #[test]
 fn import_list_tag_inspect_history_save_rmi() {
-    let env = Env::new();
-    let tar = env.busybox_tar();
+    let env = Scratch::new();
+    let tar = busybox_tar(&env.work);
     let digest = env.ok(&["import", tar.to_str().unwrap(), "bb:1"]);
     assert!(digest.trim().starts_with("sha256:"), "{digest}");
     env.ok(&["tag", "bb:1", "127.0.0.1:5000/bb:2"]);
@@ -100,7 +55,7 @@ fn import_list_tag_inspect_history_save_rmi() {
 
 #[test]
 fn bad_input_leaves_nothing_and_explains() {
-    let env = Env::new();
+    let env = Scratch::new();
     let out = env.fails(&["import", "/no/such/file", "x:1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /no/such/file"));
     // A tar whose entry climbs out of the root.
@@ -133,8 +88,8 @@ fn bad_input_leaves_nothing_and_explains() {
 
 #[test]
 fn fsck_finds_a_corrupt_blob() {
-    let env = Env::new();
-    let tar = env.busybox_tar();
+    let env = Scratch::new();
+    let tar = busybox_tar(&env.work);
     env.ok(&["import", tar.to_str().unwrap(), "bb:1"]);
     let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "bb:1"])).unwrap();
     let layer = inspect[0]["Manifest"]["layers"][0]["digest"]
@@ -156,8 +111,8 @@ fn fsck_finds_a_corrupt_blob() {
 
 #[test]
 fn killed_import_leaves_a_clean_store() {
-    let env = Env::new();
-    let tar = env.busybox_tar();
+    let env = Scratch::new();
+    let tar = busybox_tar(&env.work);
     // Feed the import from a pipe that never ends, then kill it mid-layer.
     let mut child = env
         .rbuild(&["import", "-", "slow:1"])

@@ -20,9 +20,9 @@ pub struct BakeArgs {
     /// compose.yml, docker-compose.yaml or docker-compose.yml in the current directory.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Override a service's build: SERVICE.args.NAME=V, SERVICE.target=STAGE, SERVICE.tags=REF
-    /// (the first replaces the tags, more add to them), SERVICE.no-cache=true. `*` as SERVICE
-    /// means every service.
+    /// Override a service's build: SERVICE.args.NAME=V, SERVICE.target=STAGE, SERVICE.tags=REF,
+    /// SERVICE.cache-from=SPEC, SERVICE.cache-to=SPEC (for lists, the first replaces, more add),
+    /// SERVICE.no-cache=true. `*` as SERVICE means every service.
     #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
     pub set: Vec<String>,
     /// Print the resolved build definitions as JSON and build nothing.
