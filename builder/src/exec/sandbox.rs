@@ -18,7 +18,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{self, ForkResult, Gid, Pid, Uid};
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -99,6 +99,10 @@ pub fn run(spec: &Spec, output: &mut dyn FnMut(&[u8])) -> Result<Exit, SandboxEr
         ForkResult::Child => {
             drop(out_r);
             drop(err_r);
+            // The fork copied every descriptor of rbuild, including those other build threads
+            // hold open in their steps' mounts; A never execs, so they would stay open for the
+            // whole step and keep those mounts busy (EBUSY when their step unmounts).
+            close_fds_except(&[out_w.as_raw_fd(), err_w.as_raw_fd()]);
             let code = match intermediate(spec, parent, &out_w, &err_w) {
                 Ok(code) => code,
                 Err(message) => {
@@ -131,6 +135,22 @@ pub fn run(spec: &Spec, output: &mut dyn FnMut(&[u8])) -> Result<Exit, SandboxEr
             Ok(status)
         }
     }
+}
+
+/// Closes every descriptor from 3 up but `keep`.
+fn close_fds_except(keep: &[RawFd]) {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut first: u32 = 3;
+    for fd in keep.into_iter().map(|fd| fd as u32).filter(|fd| *fd >= 3) {
+        if fd > first {
+            // SAFETY: closes descriptors only this (single-threaded, forked) process uses.
+            unsafe { libc::close_range(first, fd - 1, 0) };
+        }
+        first = fd + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::close_range(first, u32::MAX, 0) };
 }
 
 fn wait(child: Pid) -> Result<Exit, SandboxError> {
