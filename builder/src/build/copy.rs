@@ -115,11 +115,11 @@ pub fn run(
                 &merged,
                 &workdir,
             );
-            layers::umount(view.path())?;
+            StageState::unmount(view.path())?;
             copied.map_err(anyhow::Error::from)
         })(),
     };
-    layers::umount(&merged)?;
+    StageState::unmount(&merged)?;
     result?;
     state.commit(&area, env, created_by)
 }

@@ -61,7 +61,7 @@ pub struct Prepared {
 impl Drop for Prepared {
     fn drop(&mut self) {
         for view in &self.views {
-            let _ = layers::umount(view);
+            let _ = super::state::StageState::unmount(view);
         }
     }
 }

@@ -220,7 +220,7 @@ fn in_sandbox(
         }
         Ok((exit, tail, targets))
     });
-    layers::umount(&merged)?;
+    StageState::unmount(&merged)?;
     let (exit, tail, targets) = outcome?;
     if exit != Exit::Code(0) {
         let how = match exit {

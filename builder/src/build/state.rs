@@ -115,6 +115,14 @@ impl StageState {
         Ok(lowers)
     }
 
+    /// Unmounts a step's overlay (or a read-only view) detached: a sandbox of another build
+    /// thread forked at that moment holds copies of this process's descriptors (some inside
+    /// this mount) until it closes them, which would make a plain unmount fail with EBUSY.
+    /// Nobody writes through those copies; the overlay goes with the last of them.
+    pub fn unmount(path: &std::path::Path) -> Result<()> {
+        Ok(layers::umount_detach(path)?)
+    }
+
     /// WORKDIR, `/` when unset.
     pub fn workdir(&self) -> String {
         match self.config.config.working_dir.as_str() {
