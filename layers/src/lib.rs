@@ -31,7 +31,7 @@ pub mod xattr;
 
 pub use apply::{apply, ApplyError, ApplyMode, ApplyOptions, ApplyStats, Refusal};
 pub use compress::{Compression, Detected, LayerDigests, LayerWriter};
-pub use mount::{mount_overlay, mount_overlay_readonly, umount, MountError};
+pub use mount::{mount_overlay, mount_overlay_readonly, umount, umount_detach, MountError};
 pub use snapshot::{chain_id, chain_ids, SnapshotError, Snapshotter, StepArea};
 pub use writer::{write_layer, write_tar, SourceKind, TarOptions, WriteError};
 
