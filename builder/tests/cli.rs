@@ -42,7 +42,7 @@ fn build_forms_find_the_dockerfile_and_name_a_missing_base_image() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(
-            err.contains("base image debian is not in the local store"),
+            err.contains("base image debian is neither in the local store nor pullable"),
             "{args:?}: {err}"
         );
         assert!(
