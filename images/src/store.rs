@@ -589,14 +589,17 @@ impl Store {
         self.replace_file(INDEX_FILE, &canonical_json(index)?)
     }
 
-    /// Read-modify-write of `index.json` under the lock.
+    /// Read-modify-write of `index.json` under the lock; not rewritten when `f` changed
+    /// nothing (a rebuild that re-tags the same image costs no write and no fsync).
     fn update_index<R>(&self, f: impl FnOnce(&mut Vec<Descriptor>) -> Result<R>) -> Result<R> {
         let _lock = self.lock_index()?;
         let mut index = self.read_index()?;
         let mut manifests = index.manifests().clone();
         let r = f(&mut manifests)?;
-        index.set_manifests(manifests);
-        self.write_index(&index)?;
+        if &manifests != index.manifests() {
+            index.set_manifests(manifests);
+            self.write_index(&index)?;
+        }
         Ok(r)
     }
 
@@ -672,8 +675,17 @@ impl Store {
         check_ref_target(target, "tag")?;
         self.update_index(|manifests| {
             self.require_ref_target(target)?;
-            manifests.retain(|d| entry_reference(d).is_none_or(|r| !references.contains(&r)));
-            for r in references {
+            // A tag that already names this very manifest keeps its entry (and its time).
+            let current = |r: &Reference| {
+                manifests.iter().any(|d| {
+                    entry_reference(d).as_ref() == Some(r)
+                        && d.digest() == target.digest()
+                        && d.media_type() == target.media_type()
+                })
+            };
+            let moved: Vec<&Reference> = references.iter().filter(|r| !current(r)).collect();
+            manifests.retain(|d| entry_reference(d).is_none_or(|r| !moved.contains(&&r)));
+            for r in moved {
                 manifests.push(tagged_descriptor(target, r, created));
             }
             Ok(())

@@ -55,6 +55,20 @@ fn tag_resolve_list_untag() {
     assert_eq!(image.manifest.layers(), &vec![img.layer.clone()]);
     assert_eq!(image.id(), image.manifest.config().digest());
 
+    // Tagging again with the same manifest (every rebuild that hits the cache does) leaves
+    // index.json as it is: same bytes, same file (no rewrite, no fsync), same tag time.
+    let index = store.root().join("index.json");
+    let (before, inode) = (
+        std::fs::read(&index).unwrap(),
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&index).unwrap()),
+    );
+    store.tag(&r("hello"), &img.manifest).unwrap();
+    assert_eq!(std::fs::read(&index).unwrap(), before);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&index).unwrap()),
+        inode
+    );
+
     // Re-tagging moves the tag; no duplicate entry.
     let other = write_test_image(&store, b"other\n", &[]);
     store.tag(&r("hello"), &other.manifest).unwrap();
