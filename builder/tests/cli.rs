@@ -15,18 +15,22 @@ fn rbuild(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn project() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("rbuild-cli-{}", std::process::id()));
+/// A project of its own for each test: the tests run in parallel threads of one process, and
+/// a shared directory let one test read a Dockerfile while another was rewriting it.
+fn project() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let nginx = dir.join("srcs/requirements/nginx");
     std::fs::create_dir_all(&nginx).unwrap();
     std::fs::write(nginx.join("Dockerfile"), "FROM debian\nRUN echo hi\n").unwrap();
     std::fs::write(dir.join("Dockerfile"), "FROM debian\nRUNN typo\n").unwrap();
-    dir
+    tmp
 }
 
 #[test]
 fn build_forms_find_the_dockerfile_and_name_a_missing_base_image() {
-    let dir = project();
+    let tmp = project();
+    let dir = tmp.path();
     let store = dir.join("store");
     for args in [
         &["-f", "srcs/requirements/nginx/Dockerfile"][..],
@@ -34,7 +38,7 @@ fn build_forms_find_the_dockerfile_and_name_a_missing_base_image() {
         &["build", "srcs/requirements/nginx"][..],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-            .current_dir(&dir)
+            .current_dir(dir)
             .env("RBUILD_ROOT", &store)
             .args(args)
             .output()
@@ -54,8 +58,9 @@ fn build_forms_find_the_dockerfile_and_name_a_missing_base_image() {
 
 #[test]
 fn default_dockerfile_is_in_the_context_and_errors_point_at_it() {
-    let dir = project();
-    let (code, _, err) = rbuild(&dir, &[]);
+    let tmp = project();
+    let dir = tmp.path();
+    let (code, _, err) = rbuild(dir, &[]);
     assert_eq!(code, 1);
     assert!(
         err.starts_with("Dockerfile:2:1: unknown instruction \"RUNN\" (did you mean \"RUN\"?)"),
@@ -69,8 +74,9 @@ fn default_dockerfile_is_in_the_context_and_errors_point_at_it() {
 
 #[test]
 fn parse_reads_stdin_and_reports_missing_files() {
-    let dir = project();
-    let (code, _, err) = rbuild(&dir, &["parse", "-f", "nope/Dockerfile"]);
+    let tmp = project();
+    let dir = tmp.path();
+    let (code, _, err) = rbuild(dir, &["parse", "-f", "nope/Dockerfile"]);
     assert_eq!(code, 1);
     assert!(
         err.contains("cannot read Dockerfile nope/Dockerfile"),
@@ -99,14 +105,15 @@ fn parse_reads_stdin_and_reports_missing_files() {
 
 #[test]
 fn build_arg_from_environment_like_docker() {
-    let dir = project();
+    let tmp = project();
+    let dir = tmp.path();
     std::fs::write(
         dir.join("args.Dockerfile"),
         "FROM debian\nARG V\nLABEL v=$V\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .current_dir(&dir)
+        .current_dir(dir)
         .env("V", "from-env")
         .args(["parse", "-f", "args.Dockerfile", "--build-arg", "V"])
         .output()
