@@ -50,8 +50,12 @@ TOOLS = ["rbuild", "buildkit", "buildkit-seq", "classic", "buildah"]
 # docker-compose 1.29's `build` does. It shares BuildKit's dockerd and cache, so it only runs
 # where that cannot help it: the stack's cold build (cache emptied first) and no-op rebuild
 # (an edit rebuilt by "buildkit" would be a cache hit for it).
-SEQUENTIAL = {"buildkit-seq"}
+SEQUENTIAL = {"buildkit-seq": "buildkit"}  # tool -> the tool whose engine and commands it uses
 SEQ_SCENARIOS = {("cold", "stack"), ("noop", "stack")}
+
+
+def engine(tool):
+    return SEQUENTIAL.get(tool, tool)
 SCENARIOS = ["cold", "noop", "config", "early", "touch", "push", "export"]
 SCOPES = ["stack", "nginx"]
 REPS = {"cold": 3, "push-cold": 3}  # every other scenario: 5 runs
@@ -414,7 +418,7 @@ class Tools:
             tag, proxy = env.tag(tool, s), f"http_proxy={PROXY}"
             if tool == "rbuild":
                 cmd = [env.rbuild, "build", "--progress", "plain"]
-            elif tool in ("buildkit", "buildkit-seq"):
+            elif engine(tool) == "buildkit":
                 cmd = [DOCKER, "build", "--progress", "plain", "--network", "host"]
             elif tool == "classic":
                 cmd = [DOCKER, "build", "--network", "host"]
@@ -444,11 +448,11 @@ class Tools:
             for t in tags:
                 run([env.rbuild, "rmi", t], check=False, env=e)
             run([env.rbuild, "prune", "--all"], env=e)
-        elif tool in ("buildkit", "buildkit-seq", "classic"):
+        elif engine(tool) in ("buildkit", "classic"):
             run([DOCKER, "rmi", "-f", *tags], check=False, env=e)
             # the classic builder's cache is its intermediate images: drop every dangling one
             run([DOCKER, "image", "prune", "-f"], env=e)
-            if tool != "classic":
+            if engine(tool) == "buildkit":
                 run([DOCKER, "builder", "prune", "-af"], env=e)
         else:
             # --layers keeps intermediate images; remove them all, then put the base back
@@ -458,7 +462,7 @@ class Tools:
 
 def count_runs(tool, text):
     """RUN steps that executed (not served from cache), read from a build's output."""
-    if tool in ("rbuild", "buildkit", "buildkit-seq"):
+    if engine(tool) in ("rbuild", "buildkit"):
         runs = set(re.findall(r"^(.*?#\d+) \[[^\]]*\] RUN ", text, re.M))
         cached = set(re.findall(r"^(.*?#\d+) CACHED", text, re.M))
         return len(runs - cached)
@@ -543,16 +547,19 @@ class Bench:
         med = f"{row['median']:.3f}s" if times else "failed"
         log(f"  {scenario:7} {scope:5} {tool:8} median {med} over {len(times)} run(s)")
 
-    def tools_for(self, scenario, scope):
-        return [t for t in self.args.tools if t not in SEQUENTIAL or (scenario, scope) in SEQ_SCENARIOS]
+    def tools_for(self, scope, scenario=None):
+        """The tools that run `scenario` of `scope` (any scenario of it when None)."""
+        return [t for t in self.args.tools if t not in SEQUENTIAL
+                or any(sp == scope and scenario in (None, sc) for sc, sp in SEQ_SCENARIOS)]
 
     def reps(self, scenario):
         return self.args.reps or REPS.get(scenario, WARM_REPS)
 
-    def warm(self, services, scope, drop=False):
-        """An untimed build per tool, so that every tool starts from its cache of this tree.
-        With `drop`, a tool whose build fails is left out of the rest of the run."""
-        for tool in [t for t in self.args.tools if t not in SEQUENTIAL or scope == "stack"]:
+    def warm(self, services, scope, scenario=None, drop=False):
+        """An untimed build per tool that runs `scenario` (None: any), so that every tool starts
+        from its cache of this tree. With `drop`, a tool whose build fails is left out of the
+        rest of the run."""
+        for tool in self.tools_for(scope, scenario):
             _, ok, _ = self.build(tool, services, f"warm-{scope}")
             if ok:
                 continue
@@ -564,7 +571,7 @@ class Bench:
 
     # Each scenario: for each repetition, each tool in turn (so noise spreads over all).
     def repeat(self, scenario, scope, services, prepare, expect=None, check_blobs=False):
-        tools = self.tools_for(scenario, scope)
+        tools = self.tools_for(scope, scenario)
         runs = {t: [] for t in tools}
         for rep in range(self.reps(scenario)):
             if prepare:
@@ -581,7 +588,7 @@ class Bench:
 
     def cold(self, scope, services):
         expect = run_count(self.env.services[s][1] for s in services)
-        tools = self.tools_for("cold", scope)
+        tools = self.tools_for(scope, "cold")
         runs = {t: [] for t in tools}
         for rep in range(self.reps("cold")):
             for tool in tools:
@@ -593,7 +600,7 @@ class Bench:
             self.record("cold", scope, tool, runs[tool], expect)
 
     def noop(self, scope, services):
-        self.warm(services, scope)
+        self.warm(services, scope, "noop")
         self.repeat("noop", scope, services, None, expect=0, check_blobs=True)
 
     def edit(self, scenario, scope, services):
@@ -601,7 +608,7 @@ class Bench:
         if path is None:
             self.na(scenario, scope, expect)
             return
-        self.warm(services, scope)
+        self.warm(services, scope, scenario)
         def prepare(rep):
             if scenario == "touch":
                 os.utime(path)  # as `touch FILE` does: mtime = now, content unchanged
@@ -610,7 +617,7 @@ class Bench:
                     f.write("\n")  # one byte more
 
         self.repeat(scenario, scope, services, prepare, expect, check_blobs=scenario == "touch")
-        for row in self.results[-len(self.tools_for(scenario, scope)) :]:
+        for row in self.results[-len(self.tools_for(scope, scenario)) :]:
             row["file"] = str(path.relative_to(WORK / "srcs"))
 
     def config(self, scope, services):
@@ -624,16 +631,16 @@ class Bench:
 
     def na(self, scenario, scope, why):
         log(f"  {scenario} {scope}: n/a ({why})")
-        for tool in self.tools_for(scenario, scope):
+        for tool in self.tools_for(scope, scenario):
             self.results.append({"scenario": scenario, "scope": scope, "tool": tool, "na": why, "runs": []})
 
     def push(self, scope, services):
-        tools = [t for t in self.tools_for("push", scope) if t != "rbuild" or self.t.push_cmd]
+        tools = [t for t in self.tools_for(scope, "push") if t != "rbuild" or self.t.push_cmd]
         if "rbuild" not in tools:
             for kind in ("cold", "noop"):
                 self.results.append({"scenario": f"push-{kind}", "scope": scope, "tool": "rbuild", "runs": [],
                                      "na": "this rbuild has no `push` command"})
-        self.warm(services, scope)
+        self.warm(services, scope, "push")
         runs = {(t, k): [] for t in tools for k in ("cold", "noop")}
         for rep in range(max(self.reps("push-cold"), self.reps("push-noop"))):
             for tool in tools:
